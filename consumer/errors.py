@@ -1,0 +1,146 @@
+"""The exception tree of kafka-klaviyo.
+
+Every error the service raises on purpose derives from :class:`KafkaKlaviyoError`.
+Third-party exceptions (librdkafka, fastavro, httpx, pydantic) are translated at the
+boundary where they happen (``raise ... from exc``) so callers only ever see these types::
+
+    KafkaKlaviyoError
+    ├── ConfigError              bad configuration; the process stops with one line naming the setting
+    ├── MessageError             one message is bad data: it is dead-lettered, the partition moves on
+    │   ├── DecodeError          stage "decode"
+    │   │   ├── NotAvroError         bytes are not Avro in a framing we know
+    │   │   ├── UnknownSchemaError   schema id / fingerprint nobody knows
+    │   │   ├── SchemaMismatchError  writer schema cannot be read with our reader schema, or corrupt body
+    │   │   └── UnmappedRecordError  a record type the translation registry does not map
+    │   ├── TranslationError     stage "translate": carries the rule and the output field
+    │   └── RejectedItemError    stage "deliver": Klaviyo refused this item with a 400
+    ├── DeliveryError            talking to Klaviyo failed
+    │   ├── TransientDeliveryError   408/429/5xx/timeouts/connection errors: retry, never dead-letter
+    │   └── AuthenticationError      401/403: fatal, stop with one clear line
+    ├── DeadLetterError          the dead-letter topic cannot be written: fatal, commit nothing past it
+    └── DevstackError            the local Kafka / emulator could not be prepared or started
+
+Messages never contain API keys, e-mail addresses or phone numbers: callers pass masked values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KafkaKlaviyoError(Exception):
+    """Base class of every error kafka-klaviyo raises on purpose."""
+
+
+class ConfigError(KafkaKlaviyoError):
+    """Configuration is invalid; ``str(err)`` is one line naming the setting."""
+
+
+class MessageError(KafkaKlaviyoError):
+    """One Kafka message cannot be processed; it goes to the dead-letter topic.
+
+    ``stage`` is the pipeline step that failed (decode | translate | deliver) and
+    ``detail`` is JSON-serialisable context for the ``dlq.error.detail`` header.
+    """
+
+    stage: str = "decode"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        record_name: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.record_name = record_name
+        self.detail: dict[str, Any] = detail or {}
+
+
+class DecodeError(MessageError):
+    """The message value could not be decoded into an Avro record."""
+
+    stage = "decode"
+
+
+class NotAvroError(DecodeError):
+    """The bytes carry neither the Confluent wire header nor the single-object marker."""
+
+
+class UnknownSchemaError(DecodeError):
+    """The schema id (registry) or fingerprint (single-object) is not known."""
+
+
+class SchemaMismatchError(DecodeError):
+    """The writer schema cannot be resolved against our reader schema, or the body is corrupt."""
+
+
+class UnmappedRecordError(DecodeError):
+    """The record decoded fine but no translation rule maps its type."""
+
+
+class TranslationError(MessageError):
+    """A rule could not produce a valid Klaviyo payload from this record."""
+
+    stage = "translate"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        field: str,
+        record_name: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            f"rule {rule!r}, field {field!r}: {message}",
+            record_name=record_name,
+            detail={"rule": rule, "field": field, **(detail or {})},
+        )
+        self.rule = rule
+        self.field = field
+
+
+class RejectedItemError(MessageError):
+    """Klaviyo answered 400 for this item; ``detail`` carries its error code and pointer."""
+
+    stage = "deliver"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int = 400,
+        record_name: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, record_name=record_name, detail=detail)
+        self.http_status = http_status
+
+
+class DeliveryError(KafkaKlaviyoError):
+    """A request to Klaviyo failed as a whole."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying: 408, 429, 5xx, a timeout or a connection error."""
+
+    def __init__(
+        self, message: str, *, http_status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class AuthenticationError(DeliveryError):
+    """Klaviyo refused the API key (401) or its scopes (403); the process must stop."""
+
+
+class DeadLetterError(KafkaKlaviyoError):
+    """The dead-letter topic could not be written, or the dead-letter limit was passed."""
+
+
+class DevstackError(KafkaKlaviyoError):
+    """The local Kafka broker or Klaviyo emulator could not be prepared or started."""
