@@ -16,6 +16,7 @@ boundary where they happen (``raise ... from exc``) so callers only ever see the
     │   └── RejectedItemError    stage "deliver": Klaviyo refused this item with a 400
     ├── DeliveryError            talking to Klaviyo failed
     │   ├── TransientDeliveryError   408/429/5xx/timeouts/connection errors: retry, never dead-letter
+    │   ├── BadRequestError          400 and other 4xx: narrowed to the offending items
     │   └── AuthenticationError      401/403: fatal, stop with one clear line
     ├── DeadLetterError          the dead-letter topic cannot be written: fatal, commit nothing past it
     └── DevstackError            the local Kafka / emulator could not be prepared or started
@@ -132,6 +133,15 @@ class TransientDeliveryError(DeliveryError):
         super().__init__(message)
         self.http_status = http_status
         self.retry_after = retry_after
+
+
+class BadRequestError(DeliveryError):
+    """Klaviyo refused the request as invalid; ``errors`` is its JSON:API error list."""
+
+    def __init__(self, message: str, *, http_status: int, errors: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.errors = errors
 
 
 class AuthenticationError(DeliveryError):

@@ -1,0 +1,110 @@
+"""The ``kafka-klaviyo`` command line (also ``python -m consumer``).
+
+Every command has help text (``kafka-klaviyo COMMAND --help``). Configuration errors end the
+process with exit code 2 and one line naming the setting; fatal runtime errors with exit code 3.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from consumer import __version__
+from consumer.errors import ConfigError, DevstackError
+from consumer.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+_CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="KAFKA_KLAVIYO_CONFIG",
+    help="YAML configuration file (env: KAFKA_KLAVIYO_CONFIG). Environment variables override it.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kafka-klaviyo")
+def cli() -> None:
+    """Deliver Avro order-domain events from Kafka to Klaviyo.
+
+    Reads order, cart, browsing, customer, subscription and catalog events from Kafka,
+    translates them into Klaviyo API payloads, posts them in batches and dead-letters what
+    cannot be delivered.
+    """
+
+
+@cli.command()
+@_CONFIG_OPTION
+def run(config_file: Path | None) -> None:
+    """Join the consumer group and deliver to Klaviyo until SIGTERM.
+
+    Offsets are committed only once every output of a message is delivered or
+    dead-lettered. SIGTERM drains in-flight batches within the grace period, commits and
+    leaves the group.
+    """
+    from consumer.runner import Runner
+    from consumer.settings import load_settings
+
+    try:
+        settings = load_settings(config_file)
+        configure_logging(settings.observability.log_level)
+        runner = Runner(settings)
+    except ConfigError as exc:
+        _fail_config(exc)
+    runner.install_signal_handlers()
+    sys.exit(runner.run())
+
+
+@cli.command()
+@click.option(
+    "--orders",
+    default=300,
+    show_default=True,
+    type=click.IntRange(0, 100_000),
+    help="Generated orders to send besides the guide's order 1234.",
+)
+@click.option(
+    "--timeout",
+    default=180.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds to wait for every event to reach the emulator.",
+)
+def demo(orders: int, timeout: float) -> None:
+    """Run the whole pipeline locally and show what Klaviyo received.
+
+    Starts a local Kafka broker (Apache Kafka jars from Maven Central; needs Java 17+ and
+    Maven) and the Klaviyo emulator, produces the guide's sample order 1234 and generated
+    orders, runs the consumer until all are delivered, prints a summary and stops everything.
+    """
+    from consumer.demo import run_demo
+
+    configure_logging("WARNING")
+    try:
+        sys.exit(run_demo(orders=orders, timeout_s=timeout))
+    except (DevstackError, ConfigError) as exc:
+        click.echo(f"kafka-klaviyo demo: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _register_emulator() -> None:
+    from consumer.emulator.cli import emulator_command
+
+    cli.add_command(emulator_command, "emulator")
+
+
+def _fail_config(exc: ConfigError) -> None:
+    click.echo(f"kafka-klaviyo: configuration error: {exc}", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+_register_emulator()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="kafka-klaviyo")

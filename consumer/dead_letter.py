@@ -1,0 +1,147 @@
+"""The dead-letter topic: failed messages, unchanged, with headers saying why.
+
+The record keeps the original key, value and headers (so it can be re-driven) and adds the
+``dlq.*`` headers of DESIGN.md section 4. Writes go through an idempotent producer; the
+callback that finishes the message (and so lets its offset be committed) runs only once the
+broker confirmed the write. A failed write is fatal: :meth:`DeadLetterWriter.poll` raises
+DeadLetterError and the runner stops without committing past it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from consumer.errors import DeadLetterError, MessageError
+from consumer.redact import mask
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def dead_letter_headers(
+    message: Any,
+    error: MessageError,
+    *,
+    group_id: str,
+    attempts: int,
+    registry_version: str,
+    now: datetime | None = None,
+) -> Headers:
+    """The ``dlq.*`` headers for ``message`` (a confluent_kafka.Message) failed with ``error``."""
+    _, timestamp = message.timestamp()
+    status = getattr(error, "http_status", None)
+    context: dict[str, str] = {
+        "dlq.stage": error.stage,
+        "dlq.error.class": type(error).__name__,
+        "dlq.error.message": mask(str(error)),
+        "dlq.error.detail": orjson.dumps(error.detail, default=str).decode(),
+        "dlq.http.status": str(status) if status is not None else "",
+        "dlq.original.topic": message.topic(),
+        "dlq.original.partition": str(message.partition()),
+        "dlq.original.offset": str(message.offset()),
+        "dlq.original.timestamp": str(timestamp),
+        "dlq.consumer.group": group_id,
+        "dlq.attempts": str(attempts),
+        "dlq.failed.at": (now or datetime.now(UTC)).isoformat(),
+        "dlq.record.name": error.record_name or "",
+        "dlq.registry.version": registry_version,
+    }
+    original: Headers = [
+        (k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in message.headers() or []
+    ]
+    # Drop dlq.* headers from an earlier failure (a re-driven record), then add ours.
+    kept = [(k, v) for k, v in original if not k.startswith("dlq.")]
+    return kept + [(k, v.encode()) for k, v in context.items()]
+
+
+class DeadLetterWriter:
+    """Writes dead-letter records and reports confirmed writes through callbacks."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        group_id: str,
+        registry_version: str,
+        producer_config: dict[str, Any],
+    ) -> None:
+        self.topic = topic
+        self._group_id = group_id
+        self._registry_version = registry_version
+        config = {
+            **producer_config,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            # A write that cannot be confirmed in this time is a failure, not a hang.
+            "message.timeout.ms": 30_000,
+        }
+        self._producer = Producer(config)
+        self._failure: DeadLetterError | None = None
+        self.written = 0
+        self.pending = 0
+
+    def send(
+        self, message: Any, error: MessageError, attempts: int, on_confirmed: Callable[[], None]
+    ) -> None:
+        """Produce the dead-letter record; ``on_confirmed`` runs once the broker has it."""
+        headers = dead_letter_headers(
+            message,
+            error,
+            group_id=self._group_id,
+            attempts=attempts,
+            registry_version=self._registry_version,
+        )
+        origin = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            self.pending -= 1
+            if err is not None:
+                if self._failure is None:
+                    self._failure = DeadLetterError(
+                        f"cannot write {origin} to dead-letter topic {self.topic}: {err.str()}"
+                    )
+                return
+            self.written += 1
+            on_confirmed()
+
+        self.pending += 1
+        try:
+            self._producer.produce(
+                self.topic,
+                key=message.key(),
+                value=message.value(),
+                headers=headers,
+                on_delivery=delivered,
+            )
+        except (KafkaException, BufferError) as exc:
+            self.pending -= 1
+            raise DeadLetterError(
+                f"cannot write {origin} to dead-letter topic {self.topic}: {exc}"
+            ) from exc
+
+    def poll(self) -> None:
+        """Serve delivery callbacks; raises DeadLetterError if any write failed."""
+        self._producer.poll(0)
+        if self._failure is not None:
+            raise self._failure
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait for every write to be confirmed; DeadLetterError if one failed or timed out."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending and time.monotonic() < deadline:
+            self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+            if self._failure is not None:
+                raise self._failure
+        if self._failure is not None:
+            raise self._failure
+        if self.pending:
+            raise DeadLetterError(
+                f"{self.pending} dead-letter writes to {self.topic} not confirmed "
+                f"within {timeout_s:.0f}s"
+            )

@@ -1,0 +1,1 @@
+"""Delivery to Klaviyo: the HTTP client, retry policy and the per-batch sender."""

@@ -1,0 +1,131 @@
+"""The Klaviyo HTTP client: one POST per bulk request, responses translated to typed errors.
+
+This is the only module that touches httpx. Everything that goes wrong on the wire leaves it
+as a :mod:`consumer.errors` type: TransientDeliveryError (retry), BadRequestError (narrow to
+items), AuthenticationError (stop). The API key is sent in a header and never logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from consumer.endpoints import Endpoint
+from consumer.errors import AuthenticationError, BadRequestError, TransientDeliveryError
+
+_RETRYABLE_STATUS = frozenset({408, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """Klaviyo's ``RateLimit-*`` response headers: the account-wide budget left."""
+
+    limit: int | None
+    remaining: int | None
+    reset_s: float | None
+
+
+class KlaviyoClient:
+    """Posts bulk bodies to one Klaviyo account (one API key)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: SecretStr,
+        revision: str,
+        timeout_s: float,
+        max_connections: int = 8,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers={
+                "Authorization": f"Klaviyo-API-Key {api_key.get_secret_value()}",
+                "revision": revision,
+                "Content-Type": "application/vnd.api+json",
+                "Accept": "application/vnd.api+json",
+            },
+            timeout=timeout_s,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+        )
+
+    def post(self, endpoint: Endpoint, body: bytes) -> RateLimitState:
+        """POST one bulk body; returns the rate-limit headers of the 2xx answer."""
+        path = endpoint.spec.path
+        try:
+            response = self._client.post(path, content=body)
+        except httpx.TimeoutException as exc:
+            raise TransientDeliveryError(f"POST {path}: timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise TransientDeliveryError(
+                f"POST {path}: connection failed ({type(exc).__name__})"
+            ) from exc
+        status = response.status_code
+        if status < 300:
+            return _rate_limit_state(response.headers)
+        if status in _RETRYABLE_STATUS or status >= 500:
+            raise TransientDeliveryError(
+                f"POST {path}: HTTP {status}",
+                http_status=status,
+                retry_after=_retry_after(response.headers),
+            )
+        if status in (401, 403):
+            raise AuthenticationError(
+                f"Klaviyo refused the API key (HTTP {status} on {path}): "
+                f"{_first_detail(response)}; check KLAVIYO_API_KEY and its scopes"
+            )
+        raise BadRequestError(
+            f"POST {path}: HTTP {status}", http_status=status, errors=_errors(response)
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    raw = headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None  # An HTTP-date; Klaviyo sends seconds, so fall back to our backoff.
+
+
+def _rate_limit_state(headers: httpx.Headers) -> RateLimitState:
+    def number(name: str) -> float | None:
+        raw = headers.get(name)
+        try:
+            return float(raw) if raw is not None else None
+        except ValueError:
+            return None
+
+    limit, remaining = number("RateLimit-Limit"), number("RateLimit-Remaining")
+    return RateLimitState(
+        int(limit) if limit is not None else None,
+        int(remaining) if remaining is not None else None,
+        number("RateLimit-Reset"),
+    )
+
+
+def _errors(response: httpx.Response) -> list[dict[str, object]]:
+    try:
+        document = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return []
+    errors = document.get("errors") if isinstance(document, dict) else None
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+def _first_detail(response: httpx.Response) -> str:
+    errors = _errors(response)
+    if errors:
+        return str(errors[0].get("detail") or errors[0].get("title") or "no detail")
+    return "no detail"

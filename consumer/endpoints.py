@@ -1,0 +1,40 @@
+"""Klaviyo's bulk endpoints and the per-request limits that shape batching (DESIGN.md section 3).
+
+One table, read by the batcher, the HTTP client and the rate limiter, so a new endpoint is one
+new row. Figures come from Klaviyo's OpenAPI spec (revision 2026-07-15) and its rate-limit docs.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """What Klaviyo allows on one bulk endpoint."""
+
+    path: str
+    max_items: int
+    max_bytes: int
+    burst_per_second: int
+    steady_per_minute: int
+
+
+_MB = 5 * 1024 * 1024
+
+
+class Endpoint(enum.Enum):
+    """The Klaviyo bulk endpoints this service posts to."""
+
+    EVENTS = EndpointSpec("/api/event-bulk-create-jobs", 1000, _MB, 10, 150)
+    PROFILES = EndpointSpec("/api/profile-bulk-import-jobs", 10_000, _MB, 10, 150)
+    SUBSCRIBE = EndpointSpec("/api/profile-subscription-bulk-create-jobs", 1000, _MB, 75, 750)
+    UNSUBSCRIBE = EndpointSpec("/api/profile-subscription-bulk-delete-jobs", 100, _MB, 75, 750)
+    CATALOG_CREATE = EndpointSpec("/api/catalog-item-bulk-create-jobs", 100, _MB, 75, 750)
+    CATALOG_UPDATE = EndpointSpec("/api/catalog-item-bulk-update-jobs", 100, _MB, 75, 750)
+    CATALOG_DELETE = EndpointSpec("/api/catalog-item-bulk-delete-jobs", 100, _MB, 75, 750)
+
+    @property
+    def spec(self) -> EndpointSpec:
+        return self.value

@@ -1,0 +1,40 @@
+"""The values that travel between pipeline steps.
+
+A Kafka message is decoded into a record, translated into :class:`Operation` objects (one per
+Klaviyo item it produces), and each operation carries the :class:`~consumer.commit.MessageTicket`
+of its message through batching and delivery, so the last step knows which offset it completes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from consumer.endpoints import Endpoint
+
+DEFAULT_ACCOUNT = "default"
+
+JSONDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventPayload:
+    """One Klaviyo event with the profile it belongs to (Bulk Create Events groups by profile).
+
+    ``profile`` holds profile attributes (email, phone_number, external_id, names, location...),
+    ``event`` holds the event attributes (properties, metric, time, value, unique_id...).
+    """
+
+    profile: JSONDict
+    event: JSONDict
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One item for one Klaviyo endpoint, produced from one Kafka message."""
+
+    endpoint: Endpoint
+    payload: EventPayload | JSONDict
+    # Klaviyo refuses a request that repeats this key; the batcher keeps one per batch.
+    dedup_key: tuple[str, ...] | None = None
+    account: str = DEFAULT_ACCOUNT

@@ -1,0 +1,232 @@
+"""The one place that wires the steps::
+
+    Kafka message -> decode -> translate -> batch -> deliver -> commit
+                        \\__________\\________________\\-> dead-letter
+
+:meth:`Pipeline.process` takes one polled message through decode, translate and batching on the
+poll-loop thread. Closed batches go to a small thread pool that delivers them
+(:mod:`consumer.deliver.sender`). :meth:`Pipeline.tick`, called on every loop turn, sends batches
+whose linger passed, collects finished deliveries, finishes the messages behind them, serves
+dead-letter confirmations and commits the contiguous finished prefix of each partition.
+
+Error routes (as in arroyo): a :class:`~consumer.errors.MessageError` is bad data and goes to
+the dead-letter topic; an outage is retried inside the sender (backpressure, never
+dead-lettered); anything else (auth, dead-letter failure, bugs) propagates and stops the
+process without committing past unfinished work.
+
+Commit order, written down where it happens: deliveries and dead-letter writes are confirmed
+first, then offsets are stored, then committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from consumer.batch import Batch, Batcher
+from consumer.commit import MessageTicket, OffsetTracker, PartitionProgress
+from consumer.dead_letter import DeadLetterWriter
+from consumer.decode import Decoder
+from consumer.deliver.sender import BatchOutcome, DeliveryAborted, Sender
+from consumer.endpoints import Endpoint
+from consumer.errors import MessageError, RejectedItemError
+from consumer.translate import Translator
+
+log = logging.getLogger(__name__)
+
+CommitFn = Callable[[list[PartitionProgress], bool], None]
+
+
+class Pipeline:
+    """Decode, translate, batch, deliver, dead-letter and commit, for one consumer."""
+
+    def __init__(
+        self,
+        *,
+        decoder: Decoder,
+        translator: Translator,
+        sender: Sender,
+        dead_letters: DeadLetterWriter,
+        commit: CommitFn,
+        linger_s: float,
+        max_concurrent_requests: int,
+        commit_interval_s: float = 1.0,
+    ) -> None:
+        self.tracker = OffsetTracker()
+        self._decoder = decoder
+        self._translator = translator
+        self._sender = sender
+        self._dead_letters = dead_letters
+        self._commit = commit
+        self._linger_s = linger_s
+        self._commit_interval_s = commit_interval_s
+        self._last_commit = time.monotonic()
+        self._batchers: dict[tuple[str, Endpoint], Batcher] = {}
+        self._pool = ThreadPoolExecutor(max_concurrent_requests, thread_name_prefix="deliver")
+        self._in_flight: set[Future[BatchOutcome]] = set()
+        self._pending_batches: list[Batch] = []
+        self._max_concurrent = max_concurrent_requests
+        self.delivered_outputs = 0
+        self.dead_lettered_messages = 0
+
+    # -- per message ---------------------------------------------------------------------
+
+    def process(self, message: Any) -> None:
+        """Decode, translate and batch one polled confluent_kafka.Message."""
+        ticket = self.tracker.get(message.topic(), message.partition()).track(
+            message.offset(), message
+        )
+        try:
+            record = self._decoder.decode(message.value())
+            ticket.record_name = record.record_name
+            operations = self._translator.translate(record)
+        except MessageError as error:
+            error.record_name = error.record_name or ticket.record_name
+            self._dead_letter(ticket, error, on_confirmed=ticket.finish)
+            return
+        ticket.outstanding = len(operations)
+        for operation in operations:
+            batcher = self._batcher(operation.account, operation.endpoint)
+            closed = batcher.add(operation, ticket)
+            if closed is not None:
+                self._send(closed)
+
+    # -- every loop turn -----------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> None:
+        """Send lingering batches, collect deliveries, serve dead-letter acks, commit."""
+        now = time.monotonic() if now is None else now
+        for batcher in self._batchers.values():
+            due = batcher.take_due(now)
+            if due is not None:
+                self._send(due)
+        self._collect(block=False)
+        self._dead_letters.poll()
+        if now - self._last_commit >= self._commit_interval_s:
+            self.commit(sync=False)
+
+    def in_flight_messages(self) -> int:
+        return self.tracker.in_flight()
+
+    def commit(self, *, sync: bool) -> None:
+        """Store and commit the finished prefix of every partition that moved."""
+        self._last_commit = time.monotonic()
+        ready = self.tracker.to_commit()
+        if ready:
+            self._commit(ready, sync)
+            for progress in ready:
+                progress.committed = progress.committable
+
+    # -- rebalance and shutdown ----------------------------------------------------------
+
+    def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
+        for topic, partition in partitions:
+            self.tracker.assign(topic, partition)
+
+    def revoke(self, partitions: Iterable[tuple[str, int]], timeout_s: float) -> None:
+        """Finish what can be finished in ``timeout_s``, commit it, then forget the partitions."""
+        self.flush(timeout_s)
+        self.commit(sync=True)
+        for topic, partition in partitions:
+            self.tracker.release(topic, partition)
+
+    def lose(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Partitions lost without a clean revoke: another member owns them; drop our work."""
+        for topic, partition in partitions:
+            self.tracker.release(topic, partition)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Send every open batch and wait up to ``timeout_s`` for all deliveries and
+        dead-letter confirmations. True if everything finished in time."""
+        deadline = time.monotonic() + timeout_s
+        for batcher in self._batchers.values():
+            batch = batcher.take_open()
+            if batch is not None:
+                self._send(batch)
+        while self._in_flight or self._pending_batches:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._collect(block=True, timeout_s=min(remaining, 0.5))
+        remaining = max(0.0, deadline - time.monotonic())
+        self._dead_letters.flush(remaining)
+        return True
+
+    def close(self) -> None:
+        """Stop delivery threads; unfinished batches are abandoned (never committed)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _batcher(self, account: str, endpoint: Endpoint) -> Batcher:
+        key = (account, endpoint)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = self._batchers[key] = Batcher(account, endpoint, self._linger_s)
+        return batcher
+
+    def _send(self, batch: Batch) -> None:
+        # Queue beyond the pool's width here, not in the executor, so the backlog stays
+        # visible (and bounded by the in-flight cap that pauses partitions).
+        if len(self._in_flight) >= self._max_concurrent:
+            self._pending_batches.append(batch)
+            return
+        self._in_flight.add(self._pool.submit(self._sender.deliver, batch))
+
+    def _collect(self, *, block: bool, timeout_s: float = 0.0) -> None:
+        if not self._in_flight:
+            self._start_pending()
+            return
+        if block:
+            done, _ = wait(self._in_flight, timeout=timeout_s, return_when=FIRST_COMPLETED)
+        else:
+            done = {future for future in self._in_flight if future.done()}
+        for future in done:
+            self._in_flight.discard(future)
+            try:
+                outcome = future.result()
+            except DeliveryAborted:
+                continue
+            self._apply(outcome)
+        self._start_pending()
+
+    def _start_pending(self) -> None:
+        while self._pending_batches and len(self._in_flight) < self._max_concurrent:
+            batch = self._pending_batches.pop(0)
+            self._in_flight.add(self._pool.submit(self._sender.deliver, batch))
+
+    def _apply(self, outcome: BatchOutcome) -> None:
+        for entry in outcome.delivered:
+            for ticket in entry.tickets:
+                ticket.output_finished()
+            self.delivered_outputs += len(entry.tickets)
+        for entry, error in outcome.rejected:
+            for ticket in entry.tickets:
+                self._reject_output(ticket, error)
+
+    def _reject_output(self, ticket: MessageTicket, error: RejectedItemError) -> None:
+        if ticket.dead_letter_confirmed:
+            ticket.output_finished()
+            return
+        ticket.outputs_awaiting_dead_letter += 1
+        if not ticket.dead_letter_sent:
+            error.record_name = ticket.record_name
+            self._dead_letter(ticket, error, on_confirmed=ticket.dead_letter_confirmed_now)
+
+    def _dead_letter(
+        self, ticket: MessageTicket, error: MessageError, *, on_confirmed: Callable[[], None]
+    ) -> None:
+        ticket.dead_letter_sent = True
+        self.dead_lettered_messages += 1
+        log.warning(
+            "dead-lettering %s[%d]@%d at stage %s: %s",
+            ticket.progress.topic,
+            ticket.progress.partition,
+            ticket.offset,
+            error.stage,
+            error,
+        )
+        self._dead_letters.send(ticket.message, error, ticket.attempts, on_confirmed)

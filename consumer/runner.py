@@ -1,0 +1,240 @@
+"""``kafka-klaviyo run``: consumer-group membership, the poll loop, backpressure and shutdown.
+
+The loop polls a chunk of messages, hands each to the :class:`~consumer.pipeline.Pipeline`,
+ticks it, and pauses every assigned partition while too many messages are in flight
+(resuming at half the cap). Rebalances use the cooperative-sticky assignor: a revoked partition
+is flushed and committed before it is given up; a lost one is dropped without a commit.
+
+SIGTERM or SIGINT: stop polling, deliver what is in flight within the grace period, commit,
+leave the group; exit 0. A fatal error (401/403 from Klaviyo, dead-letter topic not writable)
+stops at once with one line, commits nothing more, and exits 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from consumer.commit import PartitionProgress
+from consumer.dead_letter import DeadLetterWriter
+from consumer.decode import Decoder
+from consumer.deliver.client import KlaviyoClient
+from consumer.deliver.sender import Backoff, Sender
+from consumer.errors import AuthenticationError, DeadLetterError, KafkaKlaviyoError
+from consumer.messages import DEFAULT_ACCOUNT
+from consumer.pipeline import Pipeline
+from consumer.schemas import SchemaCatalog
+from consumer.settings import Settings
+from consumer.translate import OrderTranslator, Translator
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FATAL = 3
+
+REGISTRY_VERSION = "handwritten-orders-1"
+
+
+def kafka_client_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka settings shared by the consumer and the dead-letter producer."""
+    return {"bootstrap.servers": settings.kafka.bootstrap_servers, **settings.kafka.properties}
+
+
+class Runner:
+    """One consumer-group member delivering to Klaviyo until stopped."""
+
+    def __init__(self, settings: Settings, *, translator: Translator | None = None) -> None:
+        self._settings = settings
+        self._stop_requested = threading.Event()
+        self._abort_delivery = threading.Event()
+        self._fatal = False
+        self._paused = False
+        translator = translator or OrderTranslator()
+        catalog = SchemaCatalog.load()
+        registry = (
+            SchemaRegistryClient(
+                {"url": settings.schema_registry.url, **settings.schema_registry.properties}
+            )
+            if settings.schema_registry.url
+            else None
+        )
+        decoder = Decoder(catalog, registry=registry, mapped_records=translator.mapped_records)
+        klaviyo = settings.klaviyo
+        self._client = KlaviyoClient(
+            base_url=klaviyo.base_url,
+            api_key=klaviyo.resolved_api_key(),
+            revision=klaviyo.revision,
+            timeout_s=klaviyo.timeout_s,
+            max_connections=settings.delivery.max_concurrent_requests,
+        )
+        sender = Sender(
+            {DEFAULT_ACCOUNT: self._client},
+            backoff=Backoff(settings.delivery.backoff_initial_s, settings.delivery.backoff_max_s),
+            stop=self._abort_delivery,
+        )
+        self.dead_letters = DeadLetterWriter(
+            topic=settings.kafka.dead_letter_topic,
+            group_id=settings.kafka.group_id,
+            registry_version=REGISTRY_VERSION,
+            producer_config=kafka_client_config(settings),
+        )
+        self._consumer = Consumer(
+            {
+                **kafka_client_config(settings),
+                "group.id": settings.kafka.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+        self.pipeline = Pipeline(
+            decoder=decoder,
+            translator=translator,
+            sender=sender,
+            dead_letters=self.dead_letters,
+            commit=self._commit,
+            linger_s=settings.batch.linger_ms / 1000,
+            max_concurrent_requests=settings.delivery.max_concurrent_requests,
+            commit_interval_s=settings.kafka.commit_interval_ms / 1000,
+        )
+
+    # -- public --------------------------------------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        """Ask the loop to drain and stop (the SIGTERM/SIGINT handler)."""
+        self._stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: draining and leaving the group", signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> int:
+        """Consume until stopped; returns the process exit code."""
+        kafka = self._settings.kafka
+        self._consumer.subscribe(
+            list(kafka.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info("consuming %s as group %s", ",".join(kafka.topics), kafka.group_id)
+        try:
+            while not self._stop_requested.is_set():
+                for message in self._consumer.consume(kafka.poll_batch_size, timeout=0.1):
+                    error = message.error()
+                    if error is not None:
+                        self._on_consume_error(error)
+                        continue
+                    self.pipeline.process(message)
+                self.pipeline.tick()
+                self._apply_backpressure()
+        except (AuthenticationError, DeadLetterError) as exc:
+            return self._stop_fatally(str(exc))
+        except KafkaKlaviyoError as exc:
+            return self._stop_fatally(f"{type(exc).__name__}: {exc}")
+        return self._drain_and_leave()
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    def _drain_and_leave(self) -> int:
+        grace = self._settings.delivery.shutdown_grace_s
+        try:
+            finished = self.pipeline.flush(grace)
+            self.pipeline.commit(sync=True)
+        except (AuthenticationError, DeadLetterError) as exc:
+            return self._stop_fatally(str(exc))
+        if not finished:
+            log.warning(
+                "grace period of %.0fs ended with deliveries in flight; "
+                "their offsets stay uncommitted and will be redelivered",
+                grace,
+            )
+        self._abort_delivery.set()
+        self.pipeline.close()
+        self._consumer.close()
+        self._client.close()
+        log.info(
+            "stopped: %d outputs delivered, %d messages dead-lettered",
+            self.pipeline.delivered_outputs,
+            self.pipeline.dead_lettered_messages,
+        )
+        return EXIT_OK
+
+    def _stop_fatally(self, reason: str) -> int:
+        self._fatal = True
+        self._abort_delivery.set()
+        log.error("stopping without committing unfinished work: %s", reason)
+        self.pipeline.close()
+        self._consumer.close()
+        self._client.close()
+        return EXIT_FATAL
+
+    # -- consumer callbacks --------------------------------------------------------------
+
+    def _commit(self, ready: list[PartitionProgress], sync: bool) -> None:
+        offsets = [
+            TopicPartition(p.topic, p.partition, p.committable)
+            for p in ready
+            if p.committable is not None
+        ]
+        try:
+            self._consumer.store_offsets(offsets=offsets)
+            if sync:
+                self._consumer.commit(asynchronous=False)
+            else:
+                self._consumer.commit(asynchronous=True)
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args else None
+            if code != KafkaError._NO_OFFSET:
+                # Not fatal: the same offsets are committed again on the next turn.
+                log.warning("commit failed: %s", exc)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.pipeline.assign((tp.topic, tp.partition) for tp in partitions)
+        if self._paused:
+            consumer.pause(partitions)
+        log.info("assigned %s", _names(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._fatal:
+            return
+        timeout = min(self._settings.delivery.shutdown_grace_s, 30.0)
+        self.pipeline.revoke(((tp.topic, tp.partition) for tp in partitions), timeout)
+        log.info("revoked %s", _names(partitions))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.pipeline.lose((tp.topic, tp.partition) for tp in partitions)
+        log.warning("lost %s: their in-flight work is dropped", _names(partitions))
+
+    def _on_consume_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise KafkaKlaviyoError(f"Kafka consumer failed: {error.str()}")
+        # Transport hiccups and broker restarts: librdkafka reconnects by itself.
+        log.warning("consumer: %s", error.str())
+
+    def _apply_backpressure(self) -> None:
+        cap = self._settings.delivery.max_in_flight_messages
+        in_flight = self.pipeline.in_flight_messages()
+        if not self._paused and in_flight >= cap:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+            log.info("paused: %d messages in flight (cap %d)", in_flight, cap)
+        elif self._paused and in_flight <= cap // 2:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+            log.info("resumed: %d messages in flight", in_flight)
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -1,0 +1,238 @@
+"""Typed, frozen configuration: one YAML file plus environment overrides.
+
+Precedence, highest first:
+
+1. the conventional variables ``KAFKA_BOOTSTRAP_SERVERS``, ``SCHEMA_REGISTRY_URL``,
+   ``KLAVIYO_API_KEY``, ``KLAVIYO_BASE_URL``, ``KLAVIYO_REVISION``;
+2. ``KAFKA_KLAVIYO_<SECTION>__<FIELD>`` variables (e.g. ``KAFKA_KLAVIYO_KAFKA__GROUP_ID``);
+3. the YAML file named by ``--config`` or ``KAFKA_KLAVIYO_CONFIG``;
+4. the defaults below.
+
+Unknown keys are errors. The API key comes only from the environment or a mounted file,
+is held as a :class:`pydantic.SecretStr` and is never printed. Any problem becomes a
+:class:`~consumer.errors.ConfigError` whose text is one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from consumer.errors import ConfigError
+
+DEFAULT_REVISION = "2026-07-15"
+CONFIG_FILE_VARIABLE = "KAFKA_KLAVIYO_CONFIG"
+
+# Conventional variable -> (section, field). These are what operators and tests set first.
+CONVENTIONAL_VARIABLES: dict[str, tuple[str, str]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "SCHEMA_REGISTRY_URL": ("schema_registry", "url"),
+    "KLAVIYO_API_KEY": ("klaviyo", "api_key"),
+    "KLAVIYO_BASE_URL": ("klaviyo", "base_url"),
+    "KLAVIYO_REVISION": ("klaviyo", "revision"),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """Where to read from and how to behave as a consumer-group member."""
+
+    bootstrap_servers: str = Field("localhost:9092", min_length=1)
+    group_id: str = Field("kafka-klaviyo", min_length=1)
+    topics: tuple[str, ...] = Field(("shop.events",), min_length=1)
+    dead_letter_topic: str = Field("shop.events.dlq", min_length=1)
+    # librdkafka properties passed through under their own names (security.protocol, sasl.*, ...).
+    properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    poll_batch_size: int = Field(500, ge=1, le=100_000)
+    commit_interval_ms: int = Field(1000, ge=10)
+
+
+class SchemaRegistrySettings(_Section):
+    """Confluent Schema Registry; without a URL only single-object encoding is decoded."""
+
+    url: str | None = None
+    properties: dict[str, str] = Field(default_factory=dict)
+
+
+class KlaviyoSettings(_Section):
+    """How to reach Klaviyo (or the local emulator)."""
+
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    base_url: str = "https://a.klaviyo.com"
+    revision: str = Field(DEFAULT_REVISION, pattern=r"^\d{4}-\d{2}-\d{2}(\.pre|\.beta)?$")
+    timeout_s: float = Field(30.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    def resolved_api_key(self) -> SecretStr:
+        """The API key from the environment or the mounted file; ConfigError if neither."""
+        if self.api_key is not None and self.api_key.get_secret_value():
+            return self.api_key
+        if self.api_key_file is not None:
+            try:
+                text = self.api_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"klaviyo.api_key_file: cannot read {self.api_key_file} ({exc.strerror})"
+                ) from exc
+            if text:
+                return SecretStr(text)
+            raise ConfigError(f"klaviyo.api_key_file: {self.api_key_file} is empty")
+        raise ConfigError("klaviyo.api_key: not set (set KLAVIYO_API_KEY or klaviyo.api_key_file)")
+
+
+class BatchSettings(_Section):
+    """How long a partly filled batch may wait for more items before it is sent."""
+
+    linger_ms: int = Field(250, ge=0, le=60_000)
+
+
+class DeliverySettings(_Section):
+    """Concurrency, memory bound and shutdown of delivery to Klaviyo."""
+
+    max_concurrent_requests: int = Field(4, ge=1, le=64)
+    # In-flight messages (polled, not yet committed) above which partitions are paused.
+    max_in_flight_messages: int = Field(20_000, ge=1)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+
+
+class ObservabilitySettings(_Section):
+    """Logs and the metrics/health HTTP endpoint."""
+
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+
+class Settings(BaseSettings):
+    """All settings of one kafka-klaviyo process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KAFKA_KLAVIYO_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+    klaviyo: KlaviyoSettings = Field(default_factory=KlaviyoSettings)  # type: ignore[arg-type]
+    batch: BatchSettings = Field(default_factory=BatchSettings)  # type: ignore[arg-type]
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # type: ignore[arg-type]
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        layers = _LAYERS.get() or _Layers({}, {})
+        return (
+            init_settings,
+            InitSettingsSource(settings_cls, init_kwargs=layers.conventional),
+            env_settings,
+            InitSettingsSource(settings_cls, init_kwargs=layers.config_file),
+        )
+
+
+@dataclass(frozen=True)
+class _Layers:
+    conventional: dict[str, Any]
+    config_file: dict[str, Any]
+
+
+# Settings sources are chosen by a classmethod without arguments; the layers of one
+# load_settings() call reach it through this context variable.
+_LAYERS: ContextVar[_Layers | None] = ContextVar("settings_layers", default=None)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read the YAML file (if any) and the environment into frozen Settings.
+
+    Raises ConfigError with one line naming the offending setting.
+    """
+    if config_file is None and os.environ.get(CONFIG_FILE_VARIABLE):
+        config_file = Path(os.environ[CONFIG_FILE_VARIABLE])
+    data: dict[str, Any] = _read_yaml(config_file) if config_file else {}
+    klaviyo_section = data.get("klaviyo")
+    if isinstance(klaviyo_section, dict) and "api_key" in klaviyo_section:
+        raise ConfigError(
+            "klaviyo.api_key: secrets are not read from the config file; "
+            "use KLAVIYO_API_KEY or klaviyo.api_key_file"
+        )
+    conventional: dict[str, Any] = {}
+    for variable, (section, field) in CONVENTIONAL_VARIABLES.items():
+        value = os.environ.get(variable)
+        if value:
+            conventional.setdefault(section, {})[field] = value
+    token = _LAYERS.set(_Layers(conventional, data))
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from exc
+    except SettingsError as exc:
+        raise ConfigError(f"environment: {exc}") from exc
+    finally:
+        _LAYERS.reset(token)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML ({_yaml_position(exc)})") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    return loaded
+
+
+def _yaml_position(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "syntax error"
+    if mark is None:
+        return str(problem)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _one_line(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    location = ".".join(str(part) for part in first["loc"]) or "settings"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown setting"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{location}: {message}{more}"
