@@ -131,6 +131,12 @@ class DeadLetterWriter:
         if self._failure is not None:
             raise self._failure
 
+    def close(self, *, abandon: bool = False) -> None:
+        """Release the producer; ``abandon`` drops unconfirmed writes instead of waiting."""
+        if abandon:
+            self._producer.purge()
+        self._producer.close()
+
     def flush(self, timeout_s: float) -> None:
         """Wait for every write to be confirmed; DeadLetterError if one failed or timed out."""
         deadline = time.monotonic() + timeout_s

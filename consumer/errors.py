@@ -5,21 +5,21 @@ Third-party exceptions (librdkafka, fastavro, httpx, pydantic) are translated at
 boundary where they happen (``raise ... from exc``) so callers only ever see these types::
 
     KafkaKlaviyoError
-    ├── ConfigError              bad configuration; the process stops with one line naming the setting
-    ├── MessageError             one message is bad data: it is dead-lettered, the partition moves on
-    │   ├── DecodeError          stage "decode"
-    │   │   ├── NotAvroError         bytes are not Avro in a framing we know
-    │   │   ├── UnknownSchemaError   schema id / fingerprint nobody knows
-    │   │   ├── SchemaMismatchError  writer schema cannot be read with our reader schema, or corrupt body
-    │   │   └── UnmappedRecordError  a record type the translation registry does not map
-    │   ├── TranslationError     stage "translate": carries the rule and the output field
-    │   └── RejectedItemError    stage "deliver": Klaviyo refused this item with a 400
-    ├── DeliveryError            talking to Klaviyo failed
-    │   ├── TransientDeliveryError   408/429/5xx/timeouts/connection errors: retry, never dead-letter
-    │   ├── BadRequestError          400 and other 4xx: narrowed to the offending items
-    │   └── AuthenticationError      401/403: fatal, stop with one clear line
-    ├── DeadLetterError          the dead-letter topic cannot be written: fatal, commit nothing past it
-    └── DevstackError            the local Kafka / emulator could not be prepared or started
+    ├── ConfigError            bad configuration: stop with one line naming the setting
+    ├── MessageError           one message is bad data: dead-letter it, the partition moves on
+    │   ├── DecodeError        stage "decode"
+    │   │   ├── NotAvroError          not Avro in a framing we know
+    │   │   ├── UnknownSchemaError    schema id / fingerprint nobody knows
+    │   │   ├── SchemaMismatchError   unreadable with our reader schema, or a corrupt body
+    │   │   └── UnmappedRecordError   a record type the translation registry does not map
+    │   ├── TranslationError   stage "translate": carries the rule and the output field
+    │   └── RejectedItemError  stage "deliver": Klaviyo refused this item with a 400
+    ├── DeliveryError          talking to Klaviyo failed
+    │   ├── TransientDeliveryError    408/429/5xx/timeout/connection: retry, never dead-letter
+    │   ├── BadRequestError           400 and other 4xx: narrowed to the offending items
+    │   └── AuthenticationError       401/403: fatal, stop with one clear line
+    ├── DeadLetterError        dead-letter topic not writable: fatal, commit nothing past it
+    └── DevstackError          the local Kafka / emulator could not be prepared or started
 
 Messages never contain API keys, e-mail addresses or phone numbers: callers pass masked values.
 """

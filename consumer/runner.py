@@ -57,11 +57,13 @@ class Runner:
         self._paused = False
         translator = translator or OrderTranslator()
         catalog = SchemaCatalog.load()
+        registry_settings = settings.schema_registry
         registry = (
-            SchemaRegistryClient(
-                {"url": settings.schema_registry.url, **settings.schema_registry.properties}
+            # new_client: a mock:// URL gives confluent-kafka's in-memory registry (tests).
+            SchemaRegistryClient.new_client(
+                {"url": registry_settings.url, **registry_settings.properties}
             )
-            if settings.schema_registry.url
+            if registry_settings.url
             else None
         )
         decoder = Decoder(catalog, registry=registry, mapped_records=translator.mapped_records)
@@ -163,6 +165,7 @@ class Runner:
         self._abort_delivery.set()
         self.pipeline.close()
         self._consumer.close()
+        self.dead_letters.close()
         self._client.close()
         log.info(
             "stopped: %d outputs delivered, %d messages dead-lettered",
@@ -177,6 +180,7 @@ class Runner:
         log.error("stopping without committing unfinished work: %s", reason)
         self.pipeline.close()
         self._consumer.close()
+        self.dead_letters.close(abandon=True)
         self._client.close()
         return EXIT_FATAL
 

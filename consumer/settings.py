@@ -19,13 +19,14 @@ import os
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -55,12 +56,20 @@ class KafkaSettings(_Section):
 
     bootstrap_servers: str = Field("localhost:9092", min_length=1)
     group_id: str = Field("kafka-klaviyo", min_length=1)
-    topics: tuple[str, ...] = Field(("shop.events",), min_length=1)
+    # NoDecode + the validator below: KAFKA_KLAVIYO_KAFKA__TOPICS="a,b" (or a YAML list).
+    topics: Annotated[tuple[str, ...], NoDecode] = Field(("shop.events",), min_length=1)
     dead_letter_topic: str = Field("shop.events.dlq", min_length=1)
     # librdkafka properties passed through under their own names (security.protocol, sasl.*, ...).
     properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
     poll_batch_size: int = Field(500, ge=1, le=100_000)
     commit_interval_ms: int = Field(1000, ge=10)
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(topic.strip() for topic in value.split(",") if topic.strip())
+        return value
 
 
 class SchemaRegistrySettings(_Section):

@@ -180,10 +180,16 @@ def customer_profile(customer: dict[str, Any], *, rule: str, region: str) -> JSO
     profile: JSONDict = {}
     if customer.get("email"):
         profile["email"] = customer["email"]
-    if customer.get("phone"):
-        profile["phone_number"] = e164(customer["phone"], region=region, rule=rule)
     if customer.get("customer_id"):
         profile["external_id"] = customer["customer_id"]
+    if customer.get("phone"):
+        try:
+            profile["phone_number"] = e164(customer["phone"], region=region, rule=rule)
+        except TranslationError:
+            # Klaviyo refuses the whole profile for a bad number: with another identifier the
+            # event still lands without it; as the only identifier it is bad data.
+            if not profile:
+                raise
     if not profile:
         raise TranslationError(
             "the customer has no email, phone or customer id", rule=rule, field="profile"
@@ -215,9 +221,9 @@ def e164(raw: str, *, region: str, rule: str) -> str:
         raise TranslationError(
             "phone number cannot be parsed", rule=rule, field="profile.phone_number"
         ) from exc
-    if not phonenumbers.is_possible_number(parsed):
+    if not phonenumbers.is_valid_number(parsed):
         raise TranslationError(
-            "phone number is not a possible number", rule=rule, field="profile.phone_number"
+            "phone number is not a valid number", rule=rule, field="profile.phone_number"
         )
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 

@@ -31,6 +31,8 @@ def produce_values(
             "enable.idempotence": True,
             "linger.ms": 20,
             "compression.type": "lz4",
+            # A fresh broker answers "coordinator load in progress" once; that is not news.
+            "log_level": 3,
         }
     )
     failures: list[str] = []

@@ -69,3 +69,8 @@ def test_invalid_yaml_reports_the_line(tmp_path: Path) -> None:
     config.write_text("kafka:\n  topics: [a\n")
     with pytest.raises(ConfigError, match=r"not valid YAML \(line \d+"):
         load_settings(config)
+
+
+def test_topics_from_a_comma_separated_variable(monkeypatch) -> None:
+    monkeypatch.setenv("KAFKA_KLAVIYO_KAFKA__TOPICS", "orders, carts")
+    assert load_settings().kafka.topics == ("orders", "carts")

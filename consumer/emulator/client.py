@@ -1,0 +1,398 @@
+"""A small typed client of the emulator's control API, for tests and the demo.
+
+>>> with EmulatorClient("http://127.0.0.1:8080") as emu:
+...     emu.reset()
+...     emu.fail_with_status(503, requests=2, endpoint="events")
+...     ...                                   # run the service
+...     assert emu.stats().retry_after_violations == 0
+...     placed = emu.events(account="acme", metric="Placed Order")
+
+It speaks only to ``/__emulator/...``; the service under test talks to ``/api/...`` itself.
+Failures raise :class:`EmulatorControlError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+
+from consumer.emulator.endpoints import lookup
+from consumer.errors import DevstackError
+
+FaultKind = Literal["status", "latency", "timeout", "rate_limit_storm", "reject_items"]
+_UNSET: Any = object()
+
+
+class EmulatorControlError(DevstackError):
+    """The emulator's control API refused a call or could not be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """One event the emulator accepted, as Klaviyo would have stored it."""
+
+    account: str
+    profile: Mapping[str, Any]
+    metric: str
+    unique_id: str | None
+    time: str
+    value: float | None
+    value_currency: str | None
+    properties: Mapping[str, Any]
+    backfill: bool
+    received_at: float
+    seq: int
+
+    @property
+    def email(self) -> str | None:
+        """The profile's e-mail address, if it has one."""
+        value = self.profile.get("email")
+        return value if isinstance(value, str) else None
+
+    @property
+    def phone_number(self) -> str | None:
+        """The profile's phone number, if it has one."""
+        value = self.profile.get("phone_number")
+        return value if isinstance(value, str) else None
+
+    @property
+    def external_id(self) -> str | None:
+        """The profile's external id, if it has one."""
+        value = self.profile.get("external_id")
+        return value if isinstance(value, str) else None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> AcceptedEvent:
+        """From one record of ``GET /__emulator/events``."""
+        return cls(
+            account=str(doc["account"]),
+            profile=doc.get("profile") or {},
+            metric=str(doc.get("metric", "")),
+            unique_id=doc.get("unique_id"),
+            time=str(doc.get("time", "")),
+            value=doc.get("value"),
+            value_currency=doc.get("value_currency"),
+            properties=doc.get("properties") or {},
+            backfill=bool(doc.get("backfill", False)),
+            received_at=float(doc.get("received_at", 0.0)),
+            seq=int(doc.get("seq", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorStats:
+    """The emulator's counters (``GET /__emulator/stats``); dicts are keyed by endpoint name
+    (``events``, ``profile_import``, ``subscribe``, ``unsubscribe``, ``catalog_create``...)."""
+
+    requests: Mapping[str, Mapping[str, int]]
+    accepted: Mapping[str, int]
+    duplicates_dropped: Mapping[str, int]
+    validation_failures: Mapping[str, int]
+    rate_limited: Mapping[str, int]
+    faults_fired: Mapping[str, int]
+    test_domain_dropped: Mapping[str, int]
+    retry_after_violations: int
+    retry_after_violation_log: list[Mapping[str, Any]] = field(default_factory=list)
+    accounts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> EmulatorStats:
+        """From the ``data`` of ``GET /__emulator/stats``."""
+        return cls(
+            requests=doc.get("requests", {}),
+            accepted=doc.get("accepted", {}),
+            duplicates_dropped=doc.get("duplicates_dropped", {}),
+            validation_failures=doc.get("validation_failures", {}),
+            rate_limited=doc.get("rate_limited", {}),
+            faults_fired=doc.get("faults_fired", {}),
+            test_domain_dropped=doc.get("test_domain_dropped", {}),
+            retry_after_violations=int(doc.get("retry_after_violations", 0)),
+            retry_after_violation_log=list(doc.get("retry_after_violation_log", [])),
+            accounts=doc.get("accounts", {}),
+        )
+
+    def responses(self, endpoint: str = "events", status: int | str | None = None) -> int:
+        """How many requests to ``endpoint`` were answered (with ``status``, if given)."""
+        by_status = self.requests.get(endpoint, {})
+        if status is None:
+            return sum(by_status.values())
+        return int(by_status.get(str(status), 0))
+
+    @property
+    def total_accepted(self) -> int:
+        """Items accepted over all endpoints and accounts."""
+        return sum(self.accepted.values())
+
+    @property
+    def total_duplicates_dropped(self) -> int:
+        """Items dropped as duplicates over all endpoints and accounts."""
+        return sum(self.duplicates_dropped.values())
+
+
+class EmulatorClient:
+    """Drives one emulator over HTTP: read back, reset, inject and clear faults."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url + "/__emulator", timeout=timeout, transport=transport
+        )
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, path, params=clean, json=json)
+        except httpx.HTTPError as exc:
+            raise EmulatorControlError(
+                f"the Klaviyo emulator at {self.base_url} cannot be reached: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            raise EmulatorControlError(
+                f"{method} /__emulator{path}: HTTP {response.status_code}: {_detail(response)}"
+            )
+        return response.json().get("data")
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> EmulatorClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- read-back ---------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Accounts, revision, whether schema validation and rate limits are on."""
+        result: dict[str, Any] = self._call("GET", "/health")
+        return result
+
+    def config(self) -> dict[str, Any]:
+        """``health()`` plus every endpoint's limits."""
+        result: dict[str, Any] = self._call("GET", "/config")
+        return result
+
+    def events(
+        self,
+        account: str | None = None,
+        metric: str | None = None,
+        unique_id: str | None = None,
+    ) -> list[AcceptedEvent]:
+        """Accepted events, oldest first, optionally for one account/metric/unique_id."""
+        data = self._call(
+            "GET", "/events", params={"account": account, "metric": metric, "unique_id": unique_id}
+        )
+        return [AcceptedEvent.from_json(d) for d in data]
+
+    def items(self, endpoint: str, account: str | None = None) -> list[dict[str, Any]]:
+        """Accepted items of any endpoint (name such as ``profile_import``, or its path)."""
+        known = lookup(endpoint)
+        name = known.name if known is not None else endpoint
+        data: list[dict[str, Any]] = self._call(
+            "GET", f"/items/{name}", params={"account": account}
+        )
+        return data
+
+    def stats(self) -> EmulatorStats:
+        """Every counter."""
+        return EmulatorStats.from_json(self._call("GET", "/stats"))
+
+    def requests(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Summaries of recent requests (endpoint, account, status, items, bytes, reason)."""
+        data: list[dict[str, Any]] = self._call("GET", "/requests", params={"limit": limit})
+        return data
+
+    def reset(self) -> None:
+        """Forget accepted data, counters, faults and rate-limit windows."""
+        self._call("POST", "/reset")
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def add_fault(
+        self,
+        kind: FaultKind,
+        *,
+        endpoint: str | None = None,
+        account: str | None = None,
+        seconds: float | None = None,
+        requests: int | None = None,
+        status: int | None = None,
+        retry_after: int | None = None,
+        delay_seconds: float | None = None,
+        hold_seconds: float | None = None,
+        match: Mapping[str, Any] | None = None,
+        detail: str | None = None,
+    ) -> str:
+        """Add a fault rule (see :mod:`consumer.emulator.faults`); returns its id."""
+        doc: dict[str, Any] = {"kind": kind}
+        for key, value in (
+            ("endpoint", endpoint),
+            ("account", account),
+            ("seconds", seconds),
+            ("requests", requests),
+            ("status", status),
+            ("retry_after", retry_after),
+            ("delay_seconds", delay_seconds),
+            ("hold_seconds", hold_seconds),
+            ("match", dict(match) if match is not None else None),
+            ("detail", detail),
+        ):
+            if value is not None:
+                doc[key] = value
+        data = self._call("POST", "/faults", json=doc)
+        return str(data["id"])
+
+    def fail_with_status(
+        self,
+        status: int = 503,
+        *,
+        seconds: float | None = None,
+        requests: int | None = None,
+        endpoint: str | None = None,
+        account: str | None = None,
+        retry_after: int | None = None,
+    ) -> str:
+        """Answer ``status`` (e.g. 503, 500) for ``seconds`` or ``requests`` requests."""
+        return self.add_fault(
+            "status",
+            status=status,
+            seconds=seconds,
+            requests=requests,
+            endpoint=endpoint,
+            account=account,
+            retry_after=retry_after,
+        )
+
+    def add_latency(
+        self,
+        delay_seconds: float,
+        *,
+        seconds: float | None = None,
+        requests: int | None = None,
+        endpoint: str | None = None,
+        account: str | None = None,
+    ) -> str:
+        """Delay requests by ``delay_seconds`` before handling them normally."""
+        return self.add_fault(
+            "latency",
+            delay_seconds=delay_seconds,
+            seconds=seconds,
+            requests=requests,
+            endpoint=endpoint,
+            account=account,
+        )
+
+    def hold_requests(
+        self,
+        hold_seconds: float = 30.0,
+        *,
+        seconds: float | None = None,
+        requests: int | None = None,
+        endpoint: str | None = None,
+        account: str | None = None,
+    ) -> str:
+        """Timeouts: hold requests unanswered for ``hold_seconds``, then drop the connection."""
+        return self.add_fault(
+            "timeout",
+            hold_seconds=hold_seconds,
+            seconds=seconds,
+            requests=requests,
+            endpoint=endpoint,
+            account=account,
+        )
+
+    def rate_limit_storm(
+        self,
+        retry_after: int = 1,
+        *,
+        seconds: float | None = None,
+        requests: int | None = None,
+        endpoint: str | None = None,
+        account: str | None = None,
+    ) -> str:
+        """Answer every request 429 with ``Retry-After: retry_after``."""
+        return self.add_fault(
+            "rate_limit_storm",
+            retry_after=retry_after,
+            seconds=seconds,
+            requests=requests,
+            endpoint=endpoint,
+            account=account,
+        )
+
+    def reject_items(
+        self,
+        field: str,
+        *,
+        equals: Any = _UNSET,
+        regex: str | None = None,
+        seconds: float | None = None,
+        requests: int | None = None,
+        endpoint: str | None = None,
+        account: str | None = None,
+        detail: str | None = None,
+    ) -> str:
+        """400 for requests with items whose ``field`` (dotted path, e.g.
+        ``properties.poison``, ``unique_id``, ``profile.email``) equals ``equals`` or matches
+        ``regex``; each error's ``source.pointer`` names a matching item."""
+        match: dict[str, Any] = {"field": field}
+        if equals is not _UNSET:
+            match["equals"] = equals
+        if regex is not None:
+            match["regex"] = regex
+        return self.add_fault(
+            "reject_items",
+            match=match,
+            seconds=seconds,
+            requests=requests,
+            endpoint=endpoint,
+            account=account,
+            detail=detail,
+        )
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The active fault rules, with how often each fired."""
+        data: list[dict[str, Any]] = self._call("GET", "/faults")
+        return data
+
+    def remove_fault(self, fault_id: str) -> None:
+        """Deactivate one fault rule."""
+        self._call("DELETE", f"/faults/{fault_id}")
+
+    def clear_faults(self) -> None:
+        """Deactivate every fault rule and release requests held by timeout faults."""
+        self._call("DELETE", "/faults")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        return "; ".join(str(e.get("detail")) for e in errors) or response.text[:200]
+    except ValueError:
+        return response.text[:200]

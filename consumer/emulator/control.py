@@ -1,0 +1,176 @@
+"""The control and read-back API under ``/__emulator/``, for tests and the demo.
+
+Plain JSON over HTTP so that a test in another process can drive the emulator::
+
+    GET    /__emulator/health                  liveness and what is being emulated
+    GET    /__emulator/config                  accounts, revision, validation, limits (no keys)
+    GET    /__emulator/events                  accepted events (?account= &metric= &unique_id=)
+    GET    /__emulator/items/<endpoint>        accepted items of any endpoint (?account=)
+    GET    /__emulator/stats                   counters
+    GET    /__emulator/requests                recent request summaries (?limit=)
+    POST   /__emulator/reset                   forget data, counters, faults, rate windows
+    GET    /__emulator/faults                  active fault rules
+    POST   /__emulator/faults                  add a rule (JSON, see consumer.emulator.faults)
+    DELETE /__emulator/faults                  clear every rule (releases held requests)
+    DELETE /__emulator/faults/<id>             remove one rule
+
+Answers are ``{"data": ...}``; failures use Klaviyo's error document shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from consumer.emulator import endpoints as ep
+from consumer.emulator.app import EmulatorApp, Request
+from consumer.emulator.faults import FaultRule, FaultSpecError
+from consumer.emulator.responses import Response, json_response, single_error
+
+PREFIX = "/__emulator"
+
+
+def _normalise_endpoint(name: str) -> str | None:
+    endpoint = ep.lookup(name)
+    return endpoint.name if endpoint is not None else None
+
+
+class ControlApi:
+    """Routes ``/__emulator/...`` requests to the app's state and fault book."""
+
+    def __init__(self, app: EmulatorApp) -> None:
+        self.app = app
+        self._routes: dict[tuple[str, str], Callable[[Request], Response]] = {
+            ("GET", "health"): self._health,
+            ("GET", "config"): self._config,
+            ("GET", "events"): self._events,
+            ("GET", "stats"): self._stats,
+            ("GET", "requests"): self._requests,
+            ("POST", "reset"): self._reset,
+            ("GET", "faults"): self._faults,
+            ("POST", "faults"): self._add_fault,
+            ("DELETE", "faults"): self._clear_faults,
+        }
+
+    def handle(self, request: Request) -> Response:
+        """Answer one control request."""
+        rest = request.path[len(PREFIX) :].strip("/")
+        head, _, tail = rest.partition("/")
+        if not tail:
+            route = self._routes.get((request.method, head))
+            if route is not None:
+                return route(request)
+        elif head == "items" and request.method == "GET":
+            return self._items(request, tail)
+        elif head == "faults" and request.method == "DELETE":
+            return self._remove_fault(tail)
+        return single_error(404, f"No control route {request.method} {request.path}.")
+
+    # --- read-back ---------------------------------------------------------------------------
+
+    def _summary(self) -> dict[str, Any]:
+        config = self.app.config
+        return {
+            "status": "ok",
+            "accounts": list(config.accounts),
+            "revision": config.revision,
+            "revisions": sorted(config.revisions),
+            "schema_validation": self.app.validators is not None,
+            "rate_limits": config.rate_limits.enabled,
+        }
+
+    def _health(self, request: Request) -> Response:
+        return json_response(200, {"data": self._summary()})
+
+    def _config(self, request: Request) -> Response:
+        summary = self._summary()
+        summary["endpoints"] = [
+            {
+                "name": e.name,
+                "path": e.path,
+                "max_items": e.max_items,
+                "max_bytes": e.max_bytes,
+                "burst": self.app.limits_for(e.name).burst,
+                "steady": self.app.limits_for(e.name).steady,
+            }
+            for e in ep.ENDPOINTS
+        ]
+        return json_response(200, {"data": summary})
+
+    def _account_param(self, request: Request) -> tuple[str | None, Response | None]:
+        account = request.param("account")
+        if account is not None and account not in self.app.config.accounts:
+            return None, single_error(404, f"Unknown account {account!r}.", parameter="account")
+        return account, None
+
+    def _events(self, request: Request) -> Response:
+        account, error = self._account_param(request)
+        if error is not None:
+            return error
+        metric = request.param("metric")
+        unique_id = request.param("unique_id")
+
+        def where(record: Mapping[str, Any]) -> bool:
+            if metric is not None and record.get("metric") != metric:
+                return False
+            return unique_id is None or record.get("unique_id") == unique_id
+
+        records = self.app.state.records("events", account, where)
+        return json_response(200, {"data": records})
+
+    def _items(self, request: Request, name: str) -> Response:
+        endpoint = ep.lookup(name)
+        if endpoint is None:
+            return single_error(404, f"Unknown endpoint {name!r}.")
+        account, error = self._account_param(request)
+        if error is not None:
+            return error
+        return json_response(200, {"data": self.app.state.records(endpoint.name, account)})
+
+    def _stats(self, request: Request) -> Response:
+        return json_response(200, {"data": self.app.state.stats()})
+
+    def _requests(self, request: Request) -> Response:
+        raw = request.param("limit")
+        try:
+            limit = int(raw) if raw is not None else None
+        except ValueError:
+            return single_error(400, "'limit' must be an integer.", parameter="limit")
+        return json_response(200, {"data": self.app.state.request_log(limit)})
+
+    def _reset(self, request: Request) -> Response:
+        self.app.reset()
+        return json_response(200, {"data": {"reset": True}})
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def _faults(self, request: Request) -> Response:
+        return json_response(200, {"data": [r.to_json() for r in self.app.faults.rules()]})
+
+    def _add_fault(self, request: Request) -> Response:
+        try:
+            doc = orjson.loads(request.body or b"{}")
+        except orjson.JSONDecodeError:
+            return single_error(400, "The fault description is not valid JSON.")
+        if not isinstance(doc, dict):
+            return single_error(400, "The fault description must be a JSON object.")
+        try:
+            rule = FaultRule.from_json(doc, _normalise_endpoint)
+        except FaultSpecError as exc:
+            return single_error(400, str(exc))
+        if rule.account is not None and rule.account not in self.app.config.accounts:
+            return single_error(400, f"Unknown account {rule.account!r}.")
+        self.app.faults.add(rule)
+        return json_response(201, {"data": rule.to_json()})
+
+    def _clear_faults(self, request: Request) -> Response:
+        cleared = len(self.app.faults.rules())
+        self.app.faults.clear()
+        return json_response(200, {"data": {"cleared": cleared}})
+
+    def _remove_fault(self, rule_id: str) -> Response:
+        if not self.app.faults.remove(rule_id):
+            return single_error(404, f"No fault {rule_id!r}.")
+        return json_response(200, {"data": {"removed": rule_id}})

@@ -1,0 +1,86 @@
+"""Klaviyo's event identity: (profile, metric name, unique_id), and who a profile is.
+
+Klaviyo drops an event whose profile, metric and ``unique_id`` match one it already has
+(silently: the request still gets 202), and refuses a whole request that repeats one. Without a
+``unique_id`` Klaviyo uses the event time to the second, and without a time, the time the
+request arrived.
+
+A profile is identified by the first identifier it carries, in Klaviyo's order of precedence:
+email, then phone number, then external id, then Klaviyo id (then the web-tracking ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from consumer.emulator.items import Item
+
+#: (identifier name, normalised value)
+ProfileIdentity = tuple[str, str]
+#: (profile identity, metric name, unique id)
+EventKey = tuple[ProfileIdentity, str, str]
+
+_IDENTIFIERS = ("email", "phone_number", "external_id", "id", "anonymous_id", "_kx")
+
+
+def profile_identity(profile: Mapping[str, Any] | None) -> ProfileIdentity | None:
+    """The identifier that names ``profile`` (a profile resource object), or None."""
+    if not profile:
+        return None
+    attributes = profile.get("attributes")
+    attributes = attributes if isinstance(attributes, dict) else {}
+    for name in _IDENTIFIERS:
+        value = profile.get("id") if name == "id" else attributes.get(name)
+        if isinstance(value, str) and value.strip():
+            value = value.strip()
+            # Klaviyo matches e-mail addresses case-insensitively.
+            return name, value.lower() if name == "email" else value
+    return None
+
+
+def parse_time(value: str) -> datetime | None:
+    """An ISO 8601 timestamp as an aware UTC datetime (naive means UTC), or None."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def implicit_unique_id(attributes: Mapping[str, Any], received_at: float) -> str:
+    """The unique id Klaviyo assumes when none is given: the event time to the second."""
+    raw = attributes.get("time")
+    moment = parse_time(raw) if isinstance(raw, str) else None
+    if moment is None:
+        moment = datetime.fromtimestamp(received_at, UTC)
+    return moment.replace(microsecond=0).isoformat()
+
+
+def event_key(item: Item, received_at: float) -> EventKey | None:
+    """The dedup key of one event item; None if its profile has no identifier."""
+    identity = profile_identity(item.profile)
+    if identity is None:
+        return None
+    attributes = item.attributes
+    metric = _metric_name(attributes)
+    unique = attributes.get("unique_id")
+    if not isinstance(unique, str) or unique == "":
+        unique = implicit_unique_id(attributes, received_at)
+    return identity, metric, unique
+
+
+def _metric_name(attributes: Mapping[str, Any]) -> str:
+    metric = attributes.get("metric")
+    data = metric.get("data") if isinstance(metric, dict) else None
+    attrs = data.get("attributes") if isinstance(data, dict) else None
+    name = attrs.get("name") if isinstance(attrs, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def metric_name(item: Item) -> str:
+    """The metric name of an event item ("" if missing)."""
+    return _metric_name(item.attributes)

@@ -1,0 +1,270 @@
+"""The endpoint table: every Klaviyo bulk endpoint the emulator serves, in one place.
+
+Each :class:`Endpoint` says where its items are, how many and how large a request may be, its
+rate limits, which ingestion checks apply, how its items are deduplicated and what is recorded
+for read-back. Adding an endpoint is adding a row here; the request pipeline is shared.
+
+Numbers come from the spec's operation descriptions (DESIGN.md section 3); where Klaviyo states
+no payload size, the 5 MB of its other bulk endpoints is assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from consumer.emulator import dedup, limits
+from consumer.emulator.config import WindowLimits
+from consumer.emulator.items import (
+    Extracted,
+    Item,
+    extract_catalog_items,
+    extract_events,
+    extract_profiles,
+)
+from consumer.emulator.limits import ItemCheck, RequestCheck
+
+MB = 1_000_000
+KB = 1_000
+
+Recorder = Callable[[Item, Any, float], dict[str, Any]]
+DedupKey = Callable[[Item, float], Hashable | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One bulk endpoint: path, limits, checks and what it records."""
+
+    name: str
+    path: str
+    job_type: str
+    noun: str
+    max_items: int
+    max_bytes: int
+    limits: WindowLimits
+    extract: Callable[[Any], Extracted]
+    item_checks: tuple[ItemCheck, ...]
+    record: Recorder
+    request_checks: tuple[RequestCheck, ...] = ()
+    dedup_key: DedupKey | None = None
+    returns_job: bool = False
+
+
+def _get(node: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def record_event(item: Item, body: Any, received_at: float) -> dict[str, Any]:
+    """What read-back shows of an accepted event."""
+    attributes = item.attributes
+    profile: dict[str, Any] = dict(limits.profile_attributes(item))
+    if item.profile is not None and item.profile.get("id") is not None:
+        profile["id"] = item.profile["id"]
+    backfill = attributes.get("backfill")
+    if not isinstance(backfill, bool):
+        backfill = bool(item.group_backfill)
+    time = attributes.get("time")
+    properties = attributes.get("properties")
+    return {
+        "profile": profile,
+        "metric": dedup.metric_name(item),
+        "unique_id": attributes.get("unique_id"),
+        "time": time if isinstance(time, str) else _iso(received_at),
+        "value": attributes.get("value"),
+        "value_currency": attributes.get("value_currency"),
+        "properties": properties if isinstance(properties, dict) else {},
+        "backfill": backfill,
+        "received_at": received_at,
+    }
+
+
+def record_profile(item: Item, body: Any, received_at: float) -> dict[str, Any]:
+    """What read-back shows of an imported profile."""
+    lists = _get(body, "data", "relationships", "lists", "data")
+    return {
+        "id": item.resource.get("id"),
+        "attributes": dict(item.attributes),
+        "meta": item.resource.get("meta"),
+        "lists": [_get(x, "id") for x in lists] if isinstance(lists, list) else [],
+        "received_at": received_at,
+    }
+
+
+def record_subscription(item: Item, body: Any, received_at: float) -> dict[str, Any]:
+    """What read-back shows of one profile (un)subscribed."""
+    attributes = item.attributes
+    return {
+        "id": item.resource.get("id"),
+        "email": attributes.get("email"),
+        "phone_number": attributes.get("phone_number"),
+        "subscriptions": attributes.get("subscriptions"),
+        "list_id": _get(body, "data", "relationships", "list", "data", "id"),
+        "custom_source": _get(body, "data", "attributes", "custom_source"),
+        "historical_import": _get(body, "data", "attributes", "historical_import"),
+        "received_at": received_at,
+    }
+
+
+def record_catalog_item(item: Item, body: Any, received_at: float) -> dict[str, Any]:
+    """What read-back shows of one catalog item created, updated or deleted."""
+    return {
+        "id": item.resource.get("id"),
+        "attributes": dict(item.attributes),
+        "relationships": item.resource.get("relationships"),
+        "received_at": received_at,
+    }
+
+
+def _event_key(item: Item, received_at: float) -> Hashable | None:
+    return dedup.event_key(item, received_at)
+
+
+_BULK_SMALL = WindowLimits(burst=10, steady=150)
+_BULK_LARGE = WindowLimits(burst=75, steady=750)
+
+_PROFILE_CHECKS: tuple[ItemCheck, ...] = (limits.check_strings, limits.check_phone)
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        name="events",
+        path="/api/event-bulk-create-jobs",
+        job_type="event-bulk-create-job",
+        noun="events",
+        max_items=1_000,
+        max_bytes=5 * MB,
+        limits=_BULK_SMALL,
+        extract=extract_events,
+        item_checks=(
+            limits.check_strings,
+            limits.check_phone,
+            limits.check_profile_identified,
+            limits.check_metric_name,
+            limits.check_event_time,
+        ),
+        request_checks=(limits.duplicate_events,),
+        dedup_key=_event_key,
+        record=record_event,
+    ),
+    Endpoint(
+        name="profile_import",
+        path="/api/profile-bulk-import-jobs",
+        job_type="profile-bulk-import-job",
+        noun="profiles",
+        max_items=10_000,
+        max_bytes=5 * MB,
+        limits=_BULK_SMALL,
+        extract=extract_profiles,
+        item_checks=(
+            *_PROFILE_CHECKS,
+            limits.check_profile_identified,
+            limits.make_item_size_check(100 * KB, "profile"),
+        ),
+        record=record_profile,
+        returns_job=True,
+    ),
+    Endpoint(
+        name="subscribe",
+        path="/api/profile-subscription-bulk-create-jobs",
+        job_type="profile-subscription-bulk-create-job",
+        noun="profiles",
+        max_items=1_000,
+        max_bytes=5 * MB,
+        limits=_BULK_LARGE,
+        extract=extract_profiles,
+        item_checks=_PROFILE_CHECKS,
+        record=record_subscription,
+    ),
+    Endpoint(
+        name="unsubscribe",
+        path="/api/profile-subscription-bulk-delete-jobs",
+        job_type="profile-subscription-bulk-delete-job",
+        noun="profiles",
+        max_items=100,
+        max_bytes=5 * MB,
+        limits=_BULK_LARGE,
+        extract=extract_profiles,
+        item_checks=_PROFILE_CHECKS,
+        record=record_subscription,
+    ),
+    Endpoint(
+        name="catalog_create",
+        path="/api/catalog-item-bulk-create-jobs",
+        job_type="catalog-item-bulk-create-job",
+        noun="catalog items",
+        max_items=100,
+        max_bytes=5 * MB,
+        limits=_BULK_LARGE,
+        extract=extract_catalog_items,
+        item_checks=(limits.check_strings,),
+        record=record_catalog_item,
+        returns_job=True,
+    ),
+    Endpoint(
+        name="catalog_update",
+        path="/api/catalog-item-bulk-update-jobs",
+        job_type="catalog-item-bulk-update-job",
+        noun="catalog items",
+        max_items=100,
+        max_bytes=5 * MB,
+        limits=_BULK_LARGE,
+        extract=extract_catalog_items,
+        item_checks=(limits.check_strings,),
+        record=record_catalog_item,
+        returns_job=True,
+    ),
+    Endpoint(
+        name="catalog_delete",
+        path="/api/catalog-item-bulk-delete-jobs",
+        job_type="catalog-item-bulk-delete-job",
+        noun="catalog items",
+        max_items=100,
+        max_bytes=5 * MB,
+        limits=_BULK_LARGE,
+        extract=extract_catalog_items,
+        item_checks=(),
+        record=record_catalog_item,
+        returns_job=True,
+    ),
+)
+
+BY_PATH: Mapping[str, Endpoint] = {e.path: e for e in ENDPOINTS}
+BY_NAME: Mapping[str, Endpoint] = {e.name: e for e in ENDPOINTS}
+
+
+def lookup(name_or_path: str) -> Endpoint | None:
+    """The endpoint named ``name_or_path`` (name like ``events``, or path; a trailing slash
+    is ignored)."""
+    key = name_or_path.rstrip("/") or name_or_path
+    return BY_NAME.get(key) or BY_PATH.get(key)
+
+
+def job_document(endpoint: Endpoint, job_id: str, total: int, base_url: str) -> dict[str, Any]:
+    """The 202 body of a job endpoint: the job, queued, as Klaviyo answers."""
+    self_link = f"{base_url}{endpoint.path}/{job_id}"
+    return {
+        "data": {
+            "type": endpoint.job_type,
+            "id": job_id,
+            "attributes": {
+                "status": "queued",
+                "created_at": datetime.now(UTC).isoformat(),
+                "total_count": total,
+                "completed_count": 0,
+                "failed_count": 0,
+                "completed_at": None,
+                "expires_at": None,
+            },
+            "links": {"self": self_link},
+        },
+        "links": {"self": self_link},
+    }

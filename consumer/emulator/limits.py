@@ -1,0 +1,217 @@
+"""Klaviyo's ingestion limits, the rules the OpenAPI schema cannot express.
+
+Each check takes items (see :mod:`consumer.emulator.items`) and returns :class:`Issue` values
+whose pointers name the offending field inside the offending item. Klaviyo refuses the whole
+request when any of these fail; the pointers let a client drop exactly the bad items and resend
+the rest.
+
+Sizes are counted in bytes of UTF-8 and in decimal units (5 MB = 5,000,000 bytes, 100 KB =
+100,000 bytes): Klaviyo does not say which unit it means, and the stricter reading keeps a
+client that passes here safe against the real service.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import phonenumbers
+
+from consumer.emulator import pointer as jp
+from consumer.emulator.dedup import EventKey, event_key, parse_time, profile_identity
+from consumer.emulator.items import Issue, Item
+
+MAX_STRING_BYTES = 100_000
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+#: Klaviyo's ingestion limits page: event timestamps between 2000 and now + 1 year. (The
+#: schema's description says 1990; the documented ingestion limit is the stricter one.)
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_EVENT_AHEAD = timedelta(days=365)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckContext:
+    """What checks may depend on besides the item: the clock and the request."""
+
+    now: datetime
+    received_at: float
+
+
+ItemCheck = Callable[[Item, CheckContext], Iterable[Issue]]
+RequestCheck = Callable[[Sequence[Item], CheckContext], Iterable[Issue]]
+
+
+def count_issue(count: int, limit: int, array_pointer: str, noun: str) -> Issue | None:
+    """An issue if a request carries more than ``limit`` items."""
+    if count <= limit:
+        return None
+    return Issue(array_pointer, f"At most {limit:,} {noun} are allowed per request; got {count:,}.")
+
+
+def is_e164(value: str) -> bool:
+    """True for a valid phone number written in E.164 (``+`` country code, digits only)."""
+    if not _E164.match(value):
+        return False
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return bool(phonenumbers.is_valid_number(number))
+
+
+def _string_too_long(value: str, limit: int) -> bool:
+    # UTF-8 is at most 4 bytes a character: most strings are decided without encoding them.
+    if len(value) * 4 <= limit:
+        return False
+    if len(value) > limit:
+        return True
+    return len(value.encode("utf-8", "surrogatepass")) > limit
+
+
+def _any_oversized(node: Any, limit: int) -> bool:
+    # The common case, nothing too long, without building a pointer per value.
+    shortest_suspect = limit // 4
+    stack = [node]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is str:
+            if len(value) > shortest_suspect and _string_too_long(value, limit):
+                return True
+        elif kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+    return False
+
+
+def oversized_strings(node: Any, base: str, limit: int = MAX_STRING_BYTES) -> Iterator[Issue]:
+    """Every string below ``node`` longer than ``limit`` bytes."""
+    if not _any_oversized(node, limit):
+        return
+    stack: list[tuple[Any, str]] = [(node, base)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if _string_too_long(value, limit):
+                yield Issue(where, f"A string may not exceed {limit:,} bytes.")
+        elif isinstance(value, dict):
+            stack.extend((v, jp.join(where, (k,))) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, jp.join(where, (i,))) for i, v in enumerate(value))
+
+
+def check_strings(item: Item, ctx: CheckContext) -> Iterator[Issue]:
+    """No string in the item (or in its profile) may exceed 100 KB."""
+    yield from oversized_strings(item.resource, item.pointer)
+    if item.profile is not None and item.profile is not item.resource and item.profile_pointer:
+        yield from oversized_strings(item.profile, item.profile_pointer)
+
+
+def check_phone(item: Item, ctx: CheckContext) -> Iterator[Issue]:
+    """A profile's ``phone_number`` must be a valid E.164 number."""
+    if item.profile is None or item.profile_pointer is None:
+        return
+    attributes = item.profile.get("attributes")
+    phone = attributes.get("phone_number") if isinstance(attributes, dict) else None
+    if isinstance(phone, str) and not is_e164(phone):
+        yield Issue(
+            jp.join(item.profile_pointer, ("attributes", "phone_number")),
+            "Invalid phone number format (Example of a valid phone number format: +12345678901).",
+        )
+
+
+def check_profile_identified(item: Item, ctx: CheckContext) -> Iterator[Issue]:
+    """A profile needs at least one identifier (email, phone_number, external_id, id...)."""
+    if item.profile is not None and profile_identity(item.profile) is None:
+        yield Issue(
+            jp.join(item.profile_pointer or item.pointer, ("attributes",)),
+            "A profile identifier is required: one of email, phone_number, external_id or id.",
+        )
+
+
+def check_event_time(item: Item, ctx: CheckContext) -> Iterator[Issue]:
+    """An event's ``time`` must be ISO 8601, not before 2000 nor more than a year ahead."""
+    raw = item.attributes.get("time")
+    if raw is None:
+        return  # Klaviyo uses the time the request arrived.
+    moment = parse_time(raw) if isinstance(raw, str) else None
+    if moment is None:
+        yield Issue(f"{item.pointer}/attributes/time", "'time' must be an ISO 8601 date-time.")
+    elif moment < EARLIEST_EVENT_TIME or moment > ctx.now + LATEST_EVENT_AHEAD:
+        yield Issue(
+            f"{item.pointer}/attributes/time",
+            "'time' must be between the year 2000 and one year from now.",
+        )
+
+
+def check_metric_name(item: Item, ctx: CheckContext) -> Iterator[Issue]:
+    """An event needs a metric name (the schema says so too; this holds without it)."""
+    metric = item.attributes.get("metric")
+    data = metric.get("data") if isinstance(metric, dict) else None
+    attributes = data.get("attributes") if isinstance(data, dict) else None
+    name = attributes.get("name") if isinstance(attributes, dict) else None
+    if not isinstance(name, str) or not name:
+        yield Issue(
+            jp.join(item.pointer, ("attributes", "metric", "data", "attributes", "name")),
+            "'name' is required.",
+        )
+
+
+def make_item_size_check(limit: int, noun: str) -> ItemCheck:
+    """Each item's JSON may not exceed ``limit`` bytes (Bulk Import Profiles: 100 KB)."""
+
+    def check(item: Item, ctx: CheckContext) -> Iterator[Issue]:
+        size = len(orjson.dumps(item.resource))
+        if size > limit:
+            yield Issue(item.pointer, f"A {noun} may not exceed {limit:,} bytes.")
+
+    return check
+
+
+def duplicate_events(items: Sequence[Item], ctx: CheckContext) -> Iterator[Issue]:
+    """A (profile, metric, unique_id) that appears twice in one request fails the request.
+
+    The issue points at every repetition after the first, at its ``unique_id``.
+    """
+    seen: dict[EventKey, int] = {}
+    for item in items:
+        key = event_key(item, ctx.received_at)
+        if key is None:
+            continue
+        if key in seen:
+            yield Issue(
+                jp.join(item.pointer, ("attributes", "unique_id")),
+                "Duplicate event: the same profile, metric and unique_id appear earlier in "
+                "this request.",
+            )
+        else:
+            seen[key] = item.index
+
+
+def run_checks(
+    items: Sequence[Item],
+    ctx: CheckContext,
+    item_checks: Sequence[ItemCheck],
+    request_checks: Sequence[RequestCheck],
+) -> list[Issue]:
+    """All issues, each pointer once, in body order."""
+    found: dict[str, Issue] = {}
+    for item in items:
+        for check in item_checks:
+            for issue in check(item, ctx):
+                found.setdefault(issue.pointer, issue)
+    for request_check in request_checks:
+        for issue in request_check(items, ctx):
+            found.setdefault(issue.pointer, issue)
+    return list(found.values())
+
+
+def profile_attributes(item: Item) -> Mapping[str, Any]:
+    """The attributes of the item's profile (empty if it has none)."""
+    attributes = item.profile.get("attributes") if item.profile is not None else None
+    return attributes if isinstance(attributes, dict) else {}
