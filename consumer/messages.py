@@ -31,10 +31,32 @@ class EventPayload:
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One item for one Klaviyo endpoint, produced from one Kafka message."""
+    """One item for one Klaviyo endpoint, produced from one Kafka message.
+
+    ``payload`` per endpoint (the body formats in :mod:`consumer.bodies` wrap it):
+
+    - ``EVENTS``: an :class:`EventPayload`.
+    - every other endpoint: the item's JSON:API resource object without its ``type``, i.e. a
+      dict with ``attributes`` and, where the endpoint has them, ``id``, ``relationships``
+      or ``meta``. Examples:
+
+      - ``PROFILES``: ``{"attributes": {"email": ..., "first_name": ..., "location": {...},
+        "properties": {...}}}``
+      - ``SUBSCRIBE``: ``{"attributes": {"email": ..., "subscriptions": {"email":
+        {"marketing": {"consent": "SUBSCRIBED", "consented_at": ...}}}}}``, ``group`` = list id
+      - ``UNSUBSCRIBE``: ``{"attributes": {"email": ..., "subscriptions": {"email":
+        {"marketing": {"consent": "UNSUBSCRIBED"}}}}}``, ``group`` = list id
+      - ``CATALOG_CREATE``: ``{"attributes": {"external_id": ..., "integration_type":
+        "$custom", "catalog_type": "$default", "title": ..., "description": ..., "url": ...,
+        "price": ..., "image_full_url": ...}}``
+      - ``CATALOG_UPDATE``: ``{"id": "$custom:::$default:::<external id>", "attributes": {...}}``
+      - ``CATALOG_DELETE``: ``{"id": "$custom:::$default:::<external id>"}``
+    """
 
     endpoint: Endpoint
     payload: EventPayload | JSONDict
     # Klaviyo refuses a request that repeats this key; the batcher keeps one per batch.
     dedup_key: tuple[str, ...] | None = None
     account: str = DEFAULT_ACCOUNT
+    # Items with different groups never share a request (e.g. the list of a subscription).
+    group: str | None = None
