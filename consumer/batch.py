@@ -1,4 +1,4 @@
-"""Batching: operations for one (account, endpoint) collected into Klaviyo bulk requests.
+"""Batching: operations for one (account, endpoint, group) collected into bulk requests.
 
 A batch closes when it reaches the endpoint's item count, when one more item would pass its
 byte limit, or when its linger time has passed. Each item is JSON-encoded once, when it is
@@ -32,6 +32,7 @@ class Batch:
 
     account: str
     endpoint: Endpoint
+    group: str | None
     opened_at: float
     entries: list[BatchEntry] = field(default_factory=list)
     size_bytes: int = 0
@@ -43,17 +44,20 @@ class Batch:
 
     def subset(self, entries: list[BatchEntry]) -> Batch:
         """A batch of some of these entries (to resend the rest after a per-item 400)."""
-        part = Batch(self.account, self.endpoint, self.opened_at)
+        part = Batch(self.account, self.endpoint, self.group, self.opened_at)
         part.entries = entries
         return part
 
 
 class Batcher:
-    """Open batch of one (account, endpoint); hands back batches that are ready to send."""
+    """Open batch of one (account, endpoint, group); hands back batches ready to send."""
 
-    def __init__(self, account: str, endpoint: Endpoint, linger_s: float) -> None:
+    def __init__(
+        self, account: str, endpoint: Endpoint, linger_s: float, group: str | None = None
+    ) -> None:
         self.account = account
         self.endpoint = endpoint
+        self.group = group
         self._format = body_format(endpoint)
         self._max_items = endpoint.spec.max_items
         self._max_bytes = endpoint.spec.max_bytes - self._format.envelope_bytes
@@ -77,7 +81,7 @@ class Batcher:
         ):
             closed, batch = batch, None
         if batch is None:
-            batch = self._open = Batch(self.account, self.endpoint, time.monotonic())
+            batch = self._open = Batch(self.account, self.endpoint, self.group, time.monotonic())
             cost = item.cost(None)
         entry = BatchEntry(item, [ticket])
         batch.entries.append(entry)

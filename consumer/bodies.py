@@ -11,14 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import orjson
 
 from consumer.endpoints import Endpoint
 from consumer.messages import EventPayload, Operation
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +51,9 @@ class BodyFormat(Protocol):
 
     def encode(self, operation: Operation) -> EncodedItem: ...
 
-    def assemble(self, entries: Sequence[HasItem]) -> tuple[bytes, list[list[int]]]:
+    def assemble(
+        self, entries: Sequence[HasItem], group: str | None
+    ) -> tuple[bytes, list[list[int]]]:
         """The body, and the entry indexes in body order (one list per group)."""
         ...
 
@@ -88,7 +88,9 @@ class EventsBodyFormat:
         overhead = len(profile) + len(self._GROUP_HEAD) + len(self._GROUP_MID) + 8
         return EncodedItem(orjson.dumps(payload.event), profile, overhead)
 
-    def assemble(self, entries: Sequence[HasItem]) -> tuple[bytes, list[list[int]]]:
+    def assemble(
+        self, entries: Sequence[HasItem], group: str | None = None
+    ) -> tuple[bytes, list[list[int]]]:
         groups: dict[bytes, list[int]] = {}
         for index, entry in enumerate(entries):
             key = entry.item.group_key or b"{}"
@@ -119,12 +121,79 @@ class EventsBodyFormat:
         return list(layout[group])
 
 
-_FORMATS: dict[Endpoint, BodyFormat] = {Endpoint.EVENTS: EventsBodyFormat()}
+class ResourceListBodyFormat:
+    """Endpoints whose body is one list of resources (profiles, subscriptions, catalog items).
+
+    The operation's payload is the resource without its ``type``; ``with_list`` endpoints
+    take the batch's group as the list relationship (one list per request).
+    """
+
+    def __init__(self, job_type: str, collection: str, item_type: str, *, with_list: bool) -> None:
+        self._head = (
+            b'{"data":{"type":"'
+            + job_type.encode()
+            + b'","attributes":{"'
+            + collection.encode()
+            + b'":{"data":['
+        )
+        self._item_head = b'{"type":"' + item_type.encode() + b'",'
+        self._with_list = with_list
+        self._pointer = re.compile(r"^/data/attributes/" + re.escape(collection) + r"/data/(\d+)")
+        # Tail with the list relationship is at most this much longer than without it.
+        self.envelope_bytes = len(self._head) + 200
+
+    def encode(self, operation: Operation) -> EncodedItem:
+        payload = operation.payload
+        if isinstance(payload, EventPayload):
+            raise TypeError(f"{operation.endpoint.name} takes resource payloads, not events")
+        resource = orjson.dumps(payload)
+        # {"attributes": ...} -> {"type":"profile","attributes": ...}: splice, don't re-encode.
+        return EncodedItem(self._item_head + resource[1:])
+
+    def assemble(
+        self, entries: Sequence[HasItem], group: str | None = None
+    ) -> tuple[bytes, list[list[int]]]:
+        tail = b"]}}"
+        if self._with_list and group is not None:
+            tail += (
+                b',"relationships":{"list":{"data":{"type":"list","id":'
+                + orjson.dumps(group)
+                + b"}}}"
+            )
+        body = self._head + b",".join(entry.item.json for entry in entries) + tail + b"}}"
+        return body, [[index] for index in range(len(entries))]
+
+    def entries_for_pointer(self, pointer: str, layout: list[list[int]]) -> list[int] | None:
+        match = self._pointer.match(pointer)
+        if match is None:
+            return None
+        index = int(match.group(1))
+        return [index] if index < len(layout) else None
+
+
+_FORMATS: dict[Endpoint, BodyFormat] = {
+    Endpoint.EVENTS: EventsBodyFormat(),
+    Endpoint.PROFILES: ResourceListBodyFormat(
+        "profile-bulk-import-job", "profiles", "profile", with_list=False
+    ),
+    Endpoint.SUBSCRIBE: ResourceListBodyFormat(
+        "profile-subscription-bulk-create-job", "profiles", "profile", with_list=True
+    ),
+    Endpoint.UNSUBSCRIBE: ResourceListBodyFormat(
+        "profile-subscription-bulk-delete-job", "profiles", "profile", with_list=True
+    ),
+    Endpoint.CATALOG_CREATE: ResourceListBodyFormat(
+        "catalog-item-bulk-create-job", "items", "catalog-item", with_list=False
+    ),
+    Endpoint.CATALOG_UPDATE: ResourceListBodyFormat(
+        "catalog-item-bulk-update-job", "items", "catalog-item", with_list=False
+    ),
+    Endpoint.CATALOG_DELETE: ResourceListBodyFormat(
+        "catalog-item-bulk-delete-job", "items", "catalog-item", with_list=False
+    ),
+}
 
 
 def body_format(endpoint: Endpoint) -> BodyFormat:
     """The body format of ``endpoint``."""
-    try:
-        return _FORMATS[endpoint]
-    except KeyError:
-        raise NotImplementedError(f"no body format for {endpoint.name} yet") from None
+    return _FORMATS[endpoint]

@@ -10,6 +10,7 @@ DeadLetterError and the runner stops without committing past it.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -151,3 +152,52 @@ class DeadLetterWriter:
                 f"{self.pending} dead-letter writes to {self.topic} not confirmed "
                 f"within {timeout_s:.0f}s"
             )
+
+
+class DeadLetterBudget:
+    """Stops the process when dead-letters pass a limit: bad data at scale is an incident.
+
+    Counts message outcomes in processing order: a consecutive run of dead-letters, and the
+    share of dead-letters among the last ``window`` outcomes. Either limit (None: off) raises
+    DeadLetterError before the offending record is written, so nothing is committed past it.
+    """
+
+    def __init__(
+        self, *, max_consecutive: int | None, max_ratio: float | None, window: int
+    ) -> None:
+        self._max_consecutive = max_consecutive
+        self._max_ratio = max_ratio
+        self._window: deque[bool] = deque(maxlen=window)
+        self._failed_in_window = 0
+        self._consecutive = 0
+
+    def succeeded(self) -> None:
+        self._consecutive = 0
+        self._push(False)
+
+    def dead_lettered(self) -> None:
+        """Count one dead-letter; DeadLetterError if that passes a limit."""
+        self._consecutive += 1
+        self._push(True)
+        if self._max_consecutive is not None and self._consecutive > self._max_consecutive:
+            raise DeadLetterError(
+                f"{self._consecutive} consecutive messages failed, over the limit of "
+                f"{self._max_consecutive} (dead_letter.max_consecutive): stopping"
+            )
+        window = self._window
+        if (
+            self._max_ratio is not None
+            and len(window) == window.maxlen
+            and self._failed_in_window / len(window) > self._max_ratio
+        ):
+            raise DeadLetterError(
+                f"{self._failed_in_window} of the last {len(window)} messages failed, over "
+                f"the limit of {self._max_ratio:.0%} (dead_letter.max_ratio): stopping"
+            )
+
+    def _push(self, failed: bool) -> None:
+        window = self._window
+        if len(window) == window.maxlen and window[0]:
+            self._failed_in_window -= 1
+        window.append(failed)
+        self._failed_in_window += failed

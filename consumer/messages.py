@@ -12,6 +12,7 @@ from typing import Any
 
 from consumer.endpoints import Endpoint
 
+# The account a message goes to when no routing is configured (see consumer.routing).
 DEFAULT_ACCOUNT = "default"
 
 JSONDict = dict[str, Any]
@@ -57,6 +58,5 @@ class Operation:
     payload: EventPayload | JSONDict
     # Klaviyo refuses a request that repeats this key; the batcher keeps one per batch.
     dedup_key: tuple[str, ...] | None = None
-    account: str = DEFAULT_ACCOUNT
     # Items with different groups never share a request (e.g. the list of a subscription).
     group: str | None = None

@@ -28,11 +28,12 @@ from typing import Any
 
 from consumer.batch import Batch, Batcher
 from consumer.commit import MessageTicket, OffsetTracker, PartitionProgress
-from consumer.dead_letter import DeadLetterWriter
+from consumer.dead_letter import DeadLetterBudget, DeadLetterWriter
 from consumer.decode import Decoder
 from consumer.deliver.sender import BatchOutcome, DeliveryAborted, Sender
 from consumer.endpoints import Endpoint
 from consumer.errors import MessageError, RejectedItemError
+from consumer.routing import AccountRouter
 from consumer.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,10 @@ class Pipeline:
         *,
         decoder: Decoder,
         translator: Translator,
+        router: AccountRouter,
         sender: Sender,
         dead_letters: DeadLetterWriter,
+        dead_letter_budget: DeadLetterBudget,
         commit: CommitFn,
         linger_s: float,
         max_concurrent_requests: int,
@@ -58,13 +61,15 @@ class Pipeline:
         self.tracker = OffsetTracker()
         self._decoder = decoder
         self._translator = translator
+        self._route = router.account_for
         self._sender = sender
         self._dead_letters = dead_letters
+        self._budget = dead_letter_budget
         self._commit = commit
         self._linger_s = linger_s
         self._commit_interval_s = commit_interval_s
         self._last_commit = time.monotonic()
-        self._batchers: dict[tuple[str, Endpoint], Batcher] = {}
+        self._batchers: dict[tuple[str, Endpoint, str | None], Batcher] = {}
         self._pool = ThreadPoolExecutor(max_concurrent_requests, thread_name_prefix="deliver")
         self._in_flight: set[Future[BatchOutcome]] = set()
         self._pending_batches: list[Batch] = []
@@ -83,13 +88,15 @@ class Pipeline:
             record = self._decoder.decode(message.value())
             ticket.record_name = record.record_name
             operations = self._translator.translate(record)
+            account = self._route(record)
         except MessageError as error:
             error.record_name = error.record_name or ticket.record_name
             self._dead_letter(ticket, error, on_confirmed=ticket.finish)
             return
+        self._budget.succeeded()
         ticket.outstanding = len(operations)
         for operation in operations:
-            batcher = self._batcher(operation.account, operation.endpoint)
+            batcher = self._batcher(account, operation.endpoint, operation.group)
             closed = batcher.add(operation, ticket)
             if closed is not None:
                 self._send(closed)
@@ -161,11 +168,11 @@ class Pipeline:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _batcher(self, account: str, endpoint: Endpoint) -> Batcher:
-        key = (account, endpoint)
+    def _batcher(self, account: str, endpoint: Endpoint, group: str | None) -> Batcher:
+        key = (account, endpoint, group)
         batcher = self._batchers.get(key)
         if batcher is None:
-            batcher = self._batchers[key] = Batcher(account, endpoint, self._linger_s)
+            batcher = self._batchers[key] = Batcher(account, endpoint, self._linger_s, group)
         return batcher
 
     def _send(self, batch: Batch) -> None:
@@ -219,6 +226,7 @@ class Pipeline:
     def _dead_letter(
         self, ticket: MessageTicket, error: MessageError, *, on_confirmed: Callable[[], None]
     ) -> None:
+        self._budget.dead_lettered()
         ticket.dead_letter_sent = True
         self.dead_lettered_messages += 1
         log.warning(

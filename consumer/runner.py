@@ -22,13 +22,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumer.commit import PartitionProgress
-from consumer.dead_letter import DeadLetterWriter
+from consumer.dead_letter import DeadLetterBudget, DeadLetterWriter
 from consumer.decode import Decoder
 from consumer.deliver.client import KlaviyoClient
 from consumer.deliver.sender import Backoff, Sender
 from consumer.errors import AuthenticationError, DeadLetterError, KafkaKlaviyoError
 from consumer.messages import DEFAULT_ACCOUNT
 from consumer.pipeline import Pipeline
+from consumer.routing import AccountRouter
 from consumer.schemas import SchemaCatalog
 from consumer.settings import Settings
 from consumer.translate import OrderTranslator, Translator
@@ -67,18 +68,13 @@ class Runner:
             else None
         )
         decoder = Decoder(catalog, registry=registry, mapped_records=translator.mapped_records)
-        klaviyo = settings.klaviyo
-        self._client = KlaviyoClient(
-            base_url=klaviyo.base_url,
-            api_key=klaviyo.resolved_api_key(),
-            revision=klaviyo.revision,
-            timeout_s=klaviyo.timeout_s,
-            max_connections=settings.delivery.max_concurrent_requests,
-        )
+        self._clients = klaviyo_clients(settings)
+        delivery = settings.delivery
         sender = Sender(
-            {DEFAULT_ACCOUNT: self._client},
-            backoff=Backoff(settings.delivery.backoff_initial_s, settings.delivery.backoff_max_s),
+            self._clients,
+            backoff=Backoff(delivery.backoff_initial_s, delivery.backoff_max_s),
             stop=self._abort_delivery,
+            rate_limit_share=delivery.rate_limit_share if delivery.client_rate_limit else None,
         )
         self.dead_letters = DeadLetterWriter(
             topic=settings.kafka.dead_letter_topic,
@@ -99,8 +95,14 @@ class Runner:
         self.pipeline = Pipeline(
             decoder=decoder,
             translator=translator,
+            router=AccountRouter.from_settings(settings.routing),
             sender=sender,
             dead_letters=self.dead_letters,
+            dead_letter_budget=DeadLetterBudget(
+                max_consecutive=settings.dead_letter.max_consecutive,
+                max_ratio=settings.dead_letter.max_ratio,
+                window=settings.dead_letter.ratio_window,
+            ),
             commit=self._commit,
             linger_s=settings.batch.linger_ms / 1000,
             max_concurrent_requests=settings.delivery.max_concurrent_requests,
@@ -166,7 +168,7 @@ class Runner:
         self.pipeline.close()
         self._consumer.close()
         self.dead_letters.close()
-        self._client.close()
+        self._close_clients()
         log.info(
             "stopped: %d outputs delivered, %d messages dead-lettered",
             self.pipeline.delivered_outputs,
@@ -181,8 +183,12 @@ class Runner:
         self.pipeline.close()
         self._consumer.close()
         self.dead_letters.close(abandon=True)
-        self._client.close()
+        self._close_clients()
         return EXIT_FATAL
+
+    def _close_clients(self) -> None:
+        for client in self._clients.values():
+            client.close()
 
     # -- consumer callbacks --------------------------------------------------------------
 
@@ -238,6 +244,29 @@ class Runner:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
             log.info("resumed: %d messages in flight", in_flight)
+
+
+def klaviyo_clients(settings: Settings) -> dict[str, KlaviyoClient]:
+    """One HTTP client per Klaviyo account, each with its own key."""
+    klaviyo = settings.klaviyo
+    keys = {name: account.resolved_api_key(name) for name, account in settings.accounts.items()}
+    base_urls = {name: account.base_url for name, account in settings.accounts.items()}
+    needs_default = settings.routing is None or DEFAULT_ACCOUNT in (
+        *settings.routing.accounts.values(),
+        settings.routing.default_account,
+    )
+    if needs_default or not keys:
+        keys[DEFAULT_ACCOUNT] = klaviyo.resolved_api_key()
+    return {
+        name: KlaviyoClient(
+            base_url=base_urls.get(name) or klaviyo.base_url,
+            api_key=key,
+            revision=klaviyo.revision,
+            timeout_s=klaviyo.timeout_s,
+            max_connections=settings.delivery.max_concurrent_requests,
+        )
+        for name, key in keys.items()
+    }
 
 
 def _names(partitions: list[TopicPartition]) -> str:

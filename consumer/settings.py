@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -33,6 +41,7 @@ from pydantic_settings import (
 )
 
 from consumer.errors import ConfigError
+from consumer.messages import DEFAULT_ACCOUNT
 
 DEFAULT_REVISION = "2026-07-15"
 CONFIG_FILE_VARIABLE = "KAFKA_KLAVIYO_CONFIG"
@@ -100,16 +109,44 @@ class KlaviyoSettings(_Section):
         if self.api_key is not None and self.api_key.get_secret_value():
             return self.api_key
         if self.api_key_file is not None:
-            try:
-                text = self.api_key_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"klaviyo.api_key_file: cannot read {self.api_key_file} ({exc.strerror})"
-                ) from exc
-            if text:
-                return SecretStr(text)
-            raise ConfigError(f"klaviyo.api_key_file: {self.api_key_file} is empty")
+            return _read_key_file(self.api_key_file, "klaviyo.api_key_file")
         raise ConfigError("klaviyo.api_key: not set (set KLAVIYO_API_KEY or klaviyo.api_key_file)")
+
+
+class AccountSettings(_Section):
+    """One more Klaviyo account (a store or brand) with its own key, limits and batches."""
+
+    api_key_env: str | None = Field(None, min_length=1)
+    api_key_file: Path | None = None
+    base_url: str | None = None
+
+    def resolved_api_key(self, name: str) -> SecretStr:
+        """The account's key from its environment variable or mounted file."""
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env, "").strip()
+            if value:
+                return SecretStr(value)
+            raise ConfigError(f"accounts.{name}.api_key_env: {self.api_key_env} is not set")
+        if self.api_key_file is not None:
+            return _read_key_file(self.api_key_file, f"accounts.{name}.api_key_file")
+        raise ConfigError(f"accounts.{name}: set api_key_env or api_key_file")
+
+
+class RoutingSettings(_Section):
+    """Which account a message goes to: the value of one top-level record field."""
+
+    field: str = Field("store_id", min_length=1)
+    accounts: dict[str, str] = Field(default_factory=dict)
+    # Messages whose field value is not mapped go here; None dead-letters them.
+    default_account: str | None = None
+
+
+class DeadLetterSettings(_Section):
+    """When too much goes to the dead-letter topic, stop instead of draining the stream."""
+
+    max_consecutive: int | None = Field(1000, ge=1)
+    max_ratio: float | None = Field(0.5, gt=0, le=1)
+    ratio_window: int = Field(1000, ge=10)
 
 
 class BatchSettings(_Section):
@@ -122,6 +159,12 @@ class DeliverySettings(_Section):
     """Concurrency, memory bound and shutdown of delivery to Klaviyo."""
 
     max_concurrent_requests: int = Field(4, ge=1, le=64)
+    # Share of the account's Klaviyo rate limits this deployment may use (several
+    # deployments on one account split it; replicas of one deployment adapt through
+    # Klaviyo's RateLimit-* headers).
+    rate_limit_share: float = Field(1.0, gt=0, le=1)
+    # Off only against an emulator without limits (benchmarks): Retry-After still applies.
+    client_rate_limit: bool = True
     # In-flight messages (polled, not yet committed) above which partitions are paused.
     max_in_flight_messages: int = Field(20_000, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)
@@ -152,6 +195,28 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)  # type: ignore[arg-type]
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # type: ignore[arg-type]
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)  # type: ignore[arg-type]
+    dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)  # type: ignore[arg-type]
+    # Extra Klaviyo accounts by name; without them everything goes to one account
+    # ("default", keyed by KLAVIYO_API_KEY).
+    accounts: dict[str, AccountSettings] = Field(default_factory=dict)
+    routing: RoutingSettings | None = None
+
+    @model_validator(mode="after")
+    def _routing_names_known_accounts(self) -> Settings:
+        known = set(self.accounts) | {DEFAULT_ACCOUNT}
+        if self.routing is not None:
+            targets = dict(self.routing.accounts)
+            if self.routing.default_account is not None:
+                targets["<default_account>"] = self.routing.default_account
+            for value, account in targets.items():
+                if account not in known:
+                    raise ValueError(
+                        f"routing.accounts.{value}: unknown account {account!r} "
+                        f"(known: {', '.join(sorted(known))})"
+                    )
+        elif self.accounts:
+            raise ValueError("routing: required when accounts are configured")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -212,6 +277,16 @@ def load_settings(config_file: Path | None = None) -> Settings:
         _LAYERS.reset(token)
 
 
+def _read_key_file(path: Path, setting: str) -> SecretStr:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path} ({exc.strerror})") from exc
+    if not text:
+        raise ConfigError(f"{setting}: {path} is empty")
+    return SecretStr(text)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -239,9 +314,10 @@ def _yaml_position(exc: yaml.YAMLError) -> str:
 def _one_line(exc: ValidationError) -> str:
     errors = exc.errors()
     first = errors[0]
-    location = ".".join(str(part) for part in first["loc"]) or "settings"
-    message = first["msg"]
+    location = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown setting"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{location}: {message}{more}"
+    # Cross-field checks name their setting inside the message.
+    return f"{location}: {message}{more}" if location else f"{message}{more}"

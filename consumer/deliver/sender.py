@@ -3,9 +3,10 @@
 :meth:`Sender.deliver` runs on a worker thread and blocks until every entry of the batch is
 either accepted by Klaviyo or rejected by it as bad data:
 
+- Every request first takes a slot from the (account, endpoint) :class:`RateLimiter`.
 - 408, 429, 5xx, timeouts and connection errors are retried without limit, with exponential
-  backoff and full jitter; a Retry-After closes the endpoint's gate for every worker until it
-  has elapsed, so no request to that endpoint goes out early.
+  backoff and full jitter; a Retry-After closes the endpoint's limiter for every thread
+  until it has elapsed, so no request to that endpoint goes out early.
 - A 400 is narrowed to its items through each error's ``source.pointer``; the named entries
   are rejected and the rest resent. Without a usable pointer the batch is bisected until the
   bad entries stand alone.
@@ -16,9 +17,9 @@ either accepted by Klaviyo or rejected by it as bad data:
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,8 +31,9 @@ from consumer.endpoints import Endpoint
 from consumer.errors import BadRequestError, RejectedItemError, TransientDeliveryError
 
 from .client import KlaviyoClient
+from .ratelimit import LimiterStopped, RateLimiter
 
-Clock = Callable[[], float]
+log = logging.getLogger(__name__)
 
 
 class DeliveryAborted(Exception):
@@ -62,30 +64,6 @@ class Backoff:
         return self._rng.uniform(0.0, ceiling)
 
 
-class EndpointGate:
-    """Earliest time the next request may go to one (account, endpoint): Retry-After, shared."""
-
-    def __init__(self, clock: Clock = time.monotonic) -> None:
-        self._lock = threading.Lock()
-        self._not_before: dict[tuple[str, Endpoint], float] = {}
-        self._clock = clock
-
-    def close_for(self, key: tuple[str, Endpoint], seconds: float) -> None:
-        with self._lock:
-            until = self._clock() + seconds
-            if until > self._not_before.get(key, 0.0):
-                self._not_before[key] = until
-
-    def wait(self, key: tuple[str, Endpoint], stop: threading.Event) -> None:
-        while True:
-            with self._lock:
-                remaining = self._not_before.get(key, 0.0) - self._clock()
-            if remaining <= 0:
-                return
-            if stop.wait(remaining):
-                raise DeliveryAborted
-
-
 class Sender:
     """Delivers batches for any number of accounts; safe to call from several threads."""
 
@@ -95,12 +73,33 @@ class Sender:
         *,
         backoff: Backoff,
         stop: threading.Event,
-        gate: EndpointGate | None = None,
+        rate_limit_share: float | None = 1.0,
     ) -> None:
+        """``rate_limit_share`` None turns client-side rate limiting off (Retry-After and
+        Klaviyo's RateLimit-* headers are still honoured)."""
         self._clients = clients
         self._backoff = backoff
         self._stop = stop
-        self._gate = gate or EndpointGate()
+        self._share = rate_limit_share
+        self._limiters: dict[tuple[str, Endpoint], RateLimiter] = {}
+        self._limiters_lock = threading.Lock()
+
+    def limiter(self, account: str, endpoint: Endpoint) -> RateLimiter:
+        """The shared limiter of one account's endpoint."""
+        key = (account, endpoint)
+        with self._limiters_lock:
+            limiter = self._limiters.get(key)
+            if limiter is None:
+                spec = endpoint.spec
+                if self._share is None:
+                    # Limits far above anything reachable: only Klaviyo's signals apply.
+                    limiter = RateLimiter(1_000_000, 60_000_000)
+                else:
+                    limiter = RateLimiter(
+                        spec.burst_per_second, spec.steady_per_minute, share=self._share
+                    )
+                self._limiters[key] = limiter
+            return limiter
 
     def deliver(self, batch: Batch) -> BatchOutcome:
         outcome = BatchOutcome(batch)
@@ -109,7 +108,7 @@ class Sender:
         work: list[list[BatchEntry]] = [batch.entries]
         while work:
             entries = work.pop()
-            body, layout = fmt.assemble(entries)
+            body, layout = fmt.assemble(entries, batch.group)
             try:
                 self._post(client, batch.account, batch.endpoint, body, outcome)
             except BadRequestError as exc:
@@ -136,24 +135,27 @@ class Sender:
         body: bytes,
         outcome: BatchOutcome,
     ) -> None:
-        key = (account, endpoint)
+        limiter = self.limiter(account, endpoint)
         attempt = 0
         while True:
-            self._gate.wait(key, self._stop)
-            if self._stop.is_set():
-                raise DeliveryAborted
+            try:
+                limiter.acquire(self._stop)
+            except LimiterStopped:
+                raise DeliveryAborted from None
             outcome.requests += 1
             try:
-                client.post(endpoint, body)
+                limiter.observe(client.post(endpoint, body))
                 return
             except TransientDeliveryError as exc:
-                delay = self._backoff.delay(attempt)
-                if exc.retry_after is not None:
-                    # Honour Retry-After exactly, for every worker on this endpoint.
-                    self._gate.close_for(key, exc.retry_after)
-                    delay = min(delay, 1.0)
-                attempt += 1
                 outcome.retries += 1
+                if exc.retry_after is not None:
+                    # Honour Retry-After exactly, for every thread on this endpoint: the
+                    # limiter holds them all until it has elapsed.
+                    limiter.retry_after(exc.retry_after)
+                    continue
+                delay = self._backoff.delay(attempt)
+                attempt += 1
+                log.warning("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt)
                 if self._stop.wait(delay):
                     raise DeliveryAborted from exc
 

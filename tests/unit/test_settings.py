@@ -74,3 +74,25 @@ def test_invalid_yaml_reports_the_line(tmp_path: Path) -> None:
 def test_topics_from_a_comma_separated_variable(monkeypatch) -> None:
     monkeypatch.setenv("KAFKA_KLAVIYO_KAFKA__TOPICS", "orders, carts")
     assert load_settings().kafka.topics == ("orders", "carts")
+
+
+def test_routing_to_an_unknown_account_names_it(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "accounts:\n  brand-a: {api_key_env: KEY_A}\n"
+        "routing:\n  field: store_id\n  accounts: {store-1: brand-a, store-2: brand-b}\n"
+    )
+    with pytest.raises(ConfigError, match=r"^routing\.accounts\.store-2: unknown account 'brand-b'"):
+        load_settings(config)
+
+
+def test_account_key_from_its_variable(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "accounts:\n  brand-a: {api_key_env: KEY_A}\nrouting:\n  accounts: {store-1: brand-a}\n"
+    )
+    settings = load_settings(config)
+    with pytest.raises(ConfigError, match=r"^accounts\.brand-a\.api_key_env: KEY_A is not set$"):
+        settings.accounts["brand-a"].resolved_api_key("brand-a")
+    monkeypatch.setenv("KEY_A", "pk_a")
+    assert settings.accounts["brand-a"].resolved_api_key("brand-a").get_secret_value() == "pk_a"

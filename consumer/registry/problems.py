@@ -1,0 +1,48 @@
+"""Load-time problems of a translation registry, and the error that lists them all.
+
+Checking never stops at the first problem: every rule file is read, every rule checked, and
+:class:`RegistryError` carries the whole list, each problem naming its file, line, rule and
+field, so an operator fixes a broken ConfigMap in one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from consumer.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the rule files."""
+
+    file: str
+    line: int
+    message: str
+    rule: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        parts = [where]
+        if self.rule is not None:
+            parts.append(f"rule {self.rule!r}")
+        if self.field is not None:
+            parts.append(f"field {self.field!r}")
+        return f"{': '.join(parts)}: {self.message}"
+
+
+class RegistryError(ConfigError):
+    """The translation registry does not load; ``problems`` lists every reason.
+
+    ``str(err)`` is a count line followed by one line per problem (unlike most ConfigErrors,
+    which are one line: a registry can be wrong in many places at once).
+    """
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        count = len(self.problems)
+        lines = [f"translation registry: {count} problem{'s' if count != 1 else ''}"]
+        lines += [f"  {problem}" for problem in self.problems]
+        super().__init__("\n".join(lines))

@@ -1,0 +1,100 @@
+"""Bodies of the non-event endpoints, and routing of records to accounts."""
+
+import orjson
+import pytest
+
+from consumer.batch import Batcher
+from consumer.bodies import body_format
+from consumer.commit import OffsetTracker
+from consumer.decode import DecodedRecord
+from consumer.endpoints import Endpoint
+from consumer.errors import TranslationError
+from consumer.messages import Operation
+from consumer.routing import AccountRouter
+from consumer.settings import RoutingSettings
+
+
+def _batch(endpoint: Endpoint, payloads: list[dict], group: str | None = None):
+    progress = OffsetTracker().assign("t", 0)
+    batcher = Batcher("default", endpoint, linger_s=0, group=group)
+    for offset, payload in enumerate(payloads):
+        batcher.add(Operation(endpoint, payload, group=group), progress.track(offset, None))
+    return batcher.take_open()
+
+
+def test_subscribe_body_carries_the_list_of_its_group() -> None:
+    payloads = [
+        {
+            "attributes": {
+                "email": f"u{i}@x.dev",
+                "subscriptions": {"email": {"marketing": {"consent": "SUBSCRIBED"}}},
+            }
+        }
+        for i in range(3)
+    ]
+    batch = _batch(Endpoint.SUBSCRIBE, payloads, group="LIST123")
+    body, layout = body_format(Endpoint.SUBSCRIBE).assemble(batch.entries, batch.group)
+    document = orjson.loads(body)
+    assert document["data"]["type"] == "profile-subscription-bulk-create-job"
+    assert document["data"]["relationships"]["list"]["data"] == {"type": "list", "id": "LIST123"}
+    profiles = document["data"]["attributes"]["profiles"]["data"]
+    assert [p["type"] for p in profiles] == ["profile"] * 3
+    assert profiles[2]["attributes"]["email"] == "u2@x.dev"
+    fmt = body_format(Endpoint.SUBSCRIBE)
+    assert fmt.entries_for_pointer("/data/attributes/profiles/data/2/attributes/email", layout) == [
+        2
+    ]
+    assert fmt.entries_for_pointer("/data/attributes/profiles/data/9", layout) is None
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "job", "collection"),
+    [
+        (Endpoint.PROFILES, "profile-bulk-import-job", "profiles"),
+        (Endpoint.CATALOG_CREATE, "catalog-item-bulk-create-job", "items"),
+        (Endpoint.CATALOG_UPDATE, "catalog-item-bulk-update-job", "items"),
+        (Endpoint.CATALOG_DELETE, "catalog-item-bulk-delete-job", "items"),
+    ],
+)
+def test_resource_list_bodies(endpoint: Endpoint, job: str, collection: str) -> None:
+    batch = _batch(endpoint, [{"id": "$custom:::$default:::1"}, {"id": "$custom:::$default:::2"}])
+    body, _ = body_format(endpoint).assemble(batch.entries, batch.group)
+    document = orjson.loads(body)
+    assert document["data"]["type"] == job
+    assert "relationships" not in document["data"]
+    assert [item["id"] for item in document["data"]["attributes"][collection]["data"]] == [
+        "$custom:::$default:::1",
+        "$custom:::$default:::2",
+    ]
+
+
+def test_unsubscribe_batches_hold_at_most_100() -> None:
+    payloads = [{"attributes": {"email": f"u{i}@x.dev"}} for i in range(150)]
+    progress = OffsetTracker().assign("t", 0)
+    batcher = Batcher("default", Endpoint.UNSUBSCRIBE, linger_s=60, group="L")
+    closed = [
+        batcher.add(Operation(Endpoint.UNSUBSCRIBE, p, group="L"), progress.track(i, None))
+        for i, p in enumerate(payloads)
+    ]
+    assert [len(b) for b in closed if b is not None] == [100]
+
+
+def _record(store: str | None) -> DecodedRecord:
+    return DecodedRecord("shop.events.OrderPlaced", {"store_id": store}, None, None)
+
+
+def test_router_maps_store_ids_to_accounts() -> None:
+    router = AccountRouter.from_settings(
+        RoutingSettings(field="store_id", accounts={"s1": "brand-a", "s2": "brand-b"})
+    )
+    assert router.account_for(_record("s1")) == "brand-a"
+    assert router.account_for(_record("s2")) == "brand-b"
+    with pytest.raises(
+        TranslationError, match="no Klaviyo account is configured for this store_id"
+    ):
+        router.account_for(_record("s3"))
+    fallback = AccountRouter.from_settings(
+        RoutingSettings(accounts={"s1": "a"}, default_account="b")
+    )
+    assert fallback.account_for(_record("s9")) == "b"
+    assert AccountRouter.from_settings(None).account_for(_record("anything")) == "default"
