@@ -36,17 +36,12 @@ class Batch:
     opened_at: float
     entries: list[BatchEntry] = field(default_factory=list)
     size_bytes: int = 0
-    groups: set[bytes] = field(default_factory=set)
+    # Profiles already in the body (events are grouped under their profile).
+    profile_keys: set[bytes] = field(default_factory=set)
     by_dedup_key: dict[tuple[str, ...], BatchEntry] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.entries)
-
-    def subset(self, entries: list[BatchEntry]) -> Batch:
-        """A batch of some of these entries (to resend the rest after a per-item 400)."""
-        part = Batch(self.account, self.endpoint, self.group, self.opened_at)
-        part.entries = entries
-        return part
 
 
 class Batcher:
@@ -74,7 +69,7 @@ class Batcher:
                 twin.tickets.append(ticket)
                 return None
         item = self._format.encode(operation)
-        cost = item.cost(batch.groups if batch is not None else None)
+        cost = item.cost(batch.profile_keys if batch is not None else None)
         closed = None
         if batch is not None and (
             len(batch.entries) >= self._max_items or batch.size_bytes + cost > self._max_bytes
@@ -87,7 +82,7 @@ class Batcher:
         batch.entries.append(entry)
         batch.size_bytes += cost
         if item.group_key is not None:
-            batch.groups.add(item.group_key)
+            batch.profile_keys.add(item.group_key)
         if key is not None:
             batch.by_dedup_key[key] = entry
         if closed is None and len(batch.entries) >= self._max_items:

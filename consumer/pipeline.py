@@ -33,6 +33,7 @@ from consumer.decode import Decoder
 from consumer.deliver.sender import BatchOutcome, DeliveryAborted, Sender
 from consumer.endpoints import Endpoint
 from consumer.errors import MessageError, RejectedItemError
+from consumer.metrics import Metrics
 from consumer.routing import AccountRouter
 from consumer.translate import Translator
 
@@ -54,6 +55,7 @@ class Pipeline:
         dead_letters: DeadLetterWriter,
         dead_letter_budget: DeadLetterBudget,
         commit: CommitFn,
+        metrics: Metrics,
         linger_s: float,
         max_concurrent_requests: int,
         commit_interval_s: float = 1.0,
@@ -65,6 +67,9 @@ class Pipeline:
         self._sender = sender
         self._dead_letters = dead_letters
         self._budget = dead_letter_budget
+        self.metrics = metrics
+        self._translated = metrics.messages.labels("translated")
+        self._dead_lettered = metrics.messages.labels("dead_lettered")
         self._commit = commit
         self._linger_s = linger_s
         self._commit_interval_s = commit_interval_s
@@ -94,6 +99,7 @@ class Pipeline:
             self._dead_letter(ticket, error, on_confirmed=ticket.finish)
             return
         self._budget.succeeded()
+        self._translated.inc()
         ticket.outstanding = len(operations)
         for operation in operations:
             batcher = self._batcher(account, operation.endpoint, operation.group)
@@ -206,6 +212,15 @@ class Pipeline:
             self._in_flight.add(self._pool.submit(self._sender.deliver, batch))
 
     def _apply(self, outcome: BatchOutcome) -> None:
+        endpoint = outcome.batch.endpoint.name.lower()
+        metrics = self.metrics
+        metrics.requests.labels(endpoint).inc(outcome.requests)
+        if outcome.retries:
+            metrics.retries.labels(endpoint).inc(outcome.retries)
+        if outcome.rejected:
+            metrics.rejected_items.labels(endpoint).inc(len(outcome.rejected))
+        metrics.outputs_delivered.labels(endpoint).inc(len(outcome.delivered))
+        metrics.batch_seconds.labels(endpoint).observe(time.monotonic() - outcome.batch.opened_at)
         for entry in outcome.delivered:
             for ticket in entry.tickets:
                 ticket.output_finished()
@@ -229,6 +244,7 @@ class Pipeline:
         self._budget.dead_lettered()
         ticket.dead_letter_sent = True
         self.dead_lettered_messages += 1
+        self._dead_lettered.inc()
         log.warning(
             "dead-lettering %s[%d]@%d at stage %s: %s",
             ticket.progress.topic,

@@ -28,6 +28,7 @@ from consumer.deliver.client import KlaviyoClient
 from consumer.deliver.sender import Backoff, Sender
 from consumer.errors import AuthenticationError, DeadLetterError, KafkaKlaviyoError
 from consumer.messages import DEFAULT_ACCOUNT
+from consumer.metrics import Metrics, MetricsServer
 from consumer.pipeline import Pipeline
 from consumer.routing import AccountRouter
 from consumer.schemas import SchemaCatalog
@@ -56,6 +57,9 @@ class Runner:
         self._abort_delivery = threading.Event()
         self._fatal = False
         self._paused = False
+        self.metrics = Metrics()
+        port = settings.observability.metrics_port
+        self._metrics_server = MetricsServer(self.metrics, port) if port is not None else None
         translator = translator or OrderTranslator()
         catalog = SchemaCatalog.load()
         registry_settings = settings.schema_registry
@@ -104,6 +108,7 @@ class Runner:
                 window=settings.dead_letter.ratio_window,
             ),
             commit=self._commit,
+            metrics=self.metrics,
             linger_s=settings.batch.linger_ms / 1000,
             max_concurrent_requests=settings.delivery.max_concurrent_requests,
             commit_interval_s=settings.kafka.commit_interval_ms / 1000,
@@ -133,8 +138,21 @@ class Runner:
             on_lost=self._on_lost,
         )
         log.info("consuming %s as group %s", ",".join(kafka.topics), kafka.group_id)
+        server = self._metrics_server
+        if server is not None:
+            server.start()
+            log.info("metrics and health on port %d", server.port)
+        try:
+            return self._loop()
+        finally:
+            if server is not None:
+                server.stop()
+
+    def _loop(self) -> int:
+        kafka = self._settings.kafka
         try:
             while not self._stop_requested.is_set():
+                self.metrics.polled()
                 for message in self._consumer.consume(kafka.poll_batch_size, timeout=0.1):
                     error = message.error()
                     if error is not None:
@@ -178,6 +196,7 @@ class Runner:
 
     def _stop_fatally(self, reason: str) -> int:
         self._fatal = True
+        self.metrics.fatal = True
         self._abort_delivery.set()
         log.error("stopping without committing unfinished work: %s", reason)
         self.pipeline.close()
@@ -212,6 +231,7 @@ class Runner:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.pipeline.assign((tp.topic, tp.partition) for tp in partitions)
+        self.metrics.assigned_partitions += len(partitions)
         if self._paused:
             consumer.pause(partitions)
         log.info("assigned %s", _names(partitions))
@@ -221,10 +241,12 @@ class Runner:
             return
         timeout = min(self._settings.delivery.shutdown_grace_s, 30.0)
         self.pipeline.revoke(((tp.topic, tp.partition) for tp in partitions), timeout)
+        self.metrics.assigned_partitions -= len(partitions)
         log.info("revoked %s", _names(partitions))
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.pipeline.lose((tp.topic, tp.partition) for tp in partitions)
+        self.metrics.assigned_partitions -= len(partitions)
         log.warning("lost %s: their in-flight work is dropped", _names(partitions))
 
     def _on_consume_error(self, error: KafkaError) -> None:
@@ -236,13 +258,16 @@ class Runner:
     def _apply_backpressure(self) -> None:
         cap = self._settings.delivery.max_in_flight_messages
         in_flight = self.pipeline.in_flight_messages()
+        self.metrics.in_flight.set(in_flight)
         if not self._paused and in_flight >= cap:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
+            self.metrics.paused.set(1)
             log.info("paused: %d messages in flight (cap %d)", in_flight, cap)
         elif self._paused and in_flight <= cap // 2:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
+            self.metrics.paused.set(0)
             log.info("resumed: %d messages in flight", in_flight)
 
 

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(
@@ -110,3 +121,102 @@ class ConsumerProcess:
     def __exit__(self, *_: object) -> None:
         if self.process.poll() is None:
             self.kill()
+
+
+# -- fault tests (tests/integration/test_faults.py) -------------------------------------------
+
+
+def expected_event_ids(orders: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(metric, unique_id) of every event the OrderPlaced records should become (DESIGN.md
+    section 2): Placed Order uses the order id, each Ordered Product the order id + line id
+    (its SKU when it has none, numbered when SKUs repeat)."""
+    ids: set[tuple[str, str]] = set()
+    for order in orders:
+        order_id = order["order_id"]
+        ids.add(("Placed Order", order_id))
+        seen: dict[str, int] = {}
+        for line in order["line_items"]:
+            key = line.get("line_id") or line["sku"]
+            seen[key] = seen.get(key, 0) + 1
+            identity = key if seen[key] == 1 else f"{key}_{seen[key]}"
+            ids.add(("Ordered Product", f"{order_id}_{identity}"))
+    return ids
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB (``VmRSS`` in /proc), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+class RssMonitor:
+    """Samples a process's RSS on a background thread; ``peak`` and ``samples`` read it back."""
+
+    def __init__(self, pid: int, interval_s: float = 0.25) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = rss_mib(self.pid)
+            if value is None:
+                return
+            self.samples.append((time.monotonic(), value))
+            self._stop.wait(self._interval_s)
+
+    def peak(self, since: float = 0.0, until: float = float("inf")) -> float:
+        """Highest sample taken between the two ``time.monotonic()`` instants (0 if none)."""
+        return max((v for t, v in list(self.samples) if since <= t <= until), default=0.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def log_messages(output: str, level: str | None = None) -> list[str]:
+    """The ``message`` of every JSON log line in a consumer's output (optionally one level)."""
+    messages = []
+    for line in output.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and (level is None or entry.get("level") == level):
+            messages.append(str(entry.get("message", "")))
+    return messages
+
+
+def owned_partitions(output: str, topic: str) -> set[int]:
+    """Partitions of ``topic`` a consumer owned at the end of its log (assigned - revoked/lost).
+
+    Reads the runner's ``assigned t[0],t[1]`` / ``revoked ...`` / ``lost ...`` lines, which
+    list incremental changes under the cooperative-sticky assignor.
+    """
+    pattern = re.compile(rf"{re.escape(topic)}\[(\d+)\]")
+    owned: set[int] = set()
+    for message in log_messages(output):
+        verb = message.split(" ", 1)[0]
+        partitions = {int(p) for p in pattern.findall(message)}
+        if verb == "assigned":
+            owned |= partitions
+        elif verb in ("revoked", "lost"):
+            owned -= partitions
+    return owned
+
+
+def kafka_properties(**properties: str | int) -> str:
+    """``KAFKA_KLAVIYO_KAFKA__PROPERTIES`` value: librdkafka properties as JSON; pass
+    ``session_timeout_ms=6000`` for ``session.timeout.ms``."""
+    return json.dumps({key.replace("_", "."): value for key, value in properties.items()})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -19,7 +20,7 @@ from consumer.devstack.produce import produce_orders, produce_values
 from consumer.encode import encode_single_object
 from consumer.samples import expected_events, generated_orders, guide_order
 from consumer.schemas import SchemaCatalog
-from tests.support import ConsumerProcess, consumer_env, wait_for
+from tests.support import ConsumerProcess, consumer_env, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +66,16 @@ def test_orders_reach_klaviyo_and_offsets_are_committed(stack) -> None:
     expected = sum(expected_events(order) for order in orders)
     produce_orders(stack.bootstrap, stack.topic, orders)
 
-    with stack.consumer() as consumer:
+    port = free_port()
+    with stack.consumer(KAFKA_KLAVIYO_OBSERVABILITY__METRICS_PORT=str(port)) as consumer:
         wait_for(lambda: len(stack.klaviyo.client.events()) >= expected, 90, "all events")
         wait_for(lambda: stack.lag() == 0, 30, "offsets committed to the end")
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        metrics = httpx.get(f"{base}/metrics").text
+        assert f'kafka_klaviyo_outputs_delivered_total{{endpoint="events"}} {expected}.0' in metrics
+        assert f'kafka_klaviyo_messages_total{{outcome="translated"}} {len(orders)}.0' in metrics
         assert consumer.stop() == 0, consumer.output()
 
     events = stack.klaviyo.client.events()
