@@ -79,8 +79,9 @@ class DeadLetterWriter:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
-            # A write that cannot be confirmed in this time is a failure, not a hang.
-            "message.timeout.ms": 30_000,
+            # A write not confirmed in this time is a failure, not a hang; long enough to
+            # ride out a broker restart.
+            "message.timeout.ms": 120_000,
         }
         self._producer = Producer(config)
         self._failure: DeadLetterError | None = None

@@ -39,7 +39,8 @@ from consumer.translate import Translator
 
 log = logging.getLogger(__name__)
 
-CommitFn = Callable[[list[PartitionProgress], bool], None]
+# Stores and commits the offsets; returns False if the commit certainly failed.
+CommitFn = Callable[[list[PartitionProgress], bool], bool]
 
 
 class Pipeline:
@@ -128,10 +129,14 @@ class Pipeline:
         """Store and commit the finished prefix of every partition that moved."""
         self._last_commit = time.monotonic()
         ready = self.tracker.to_commit()
-        if ready:
-            self._commit(ready, sync)
+        if ready and self._commit(ready, sync):
             for progress in ready:
                 progress.committed = progress.committable
+
+    def commit_failed(self) -> None:
+        """An asynchronous commit failed: commit every partition again on the next turn."""
+        for progress in self.tracker.partitions():
+            progress.committed = None
 
     # -- rebalance and shutdown ----------------------------------------------------------
 

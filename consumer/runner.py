@@ -94,6 +94,7 @@ class Runner:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
+                "on_commit": self._on_commit,
             }
         )
         self.pipeline = Pipeline(
@@ -211,7 +212,7 @@ class Runner:
 
     # -- consumer callbacks --------------------------------------------------------------
 
-    def _commit(self, ready: list[PartitionProgress], sync: bool) -> None:
+    def _commit(self, ready: list[PartitionProgress], sync: bool) -> bool:
         offsets = [
             TopicPartition(p.topic, p.partition, p.committable)
             for p in ready
@@ -222,12 +223,21 @@ class Runner:
             if sync:
                 self._consumer.commit(asynchronous=False)
             else:
+                # Failures arrive in _on_commit, which asks for a new commit.
                 self._consumer.commit(asynchronous=True)
         except KafkaException as exc:
             code = exc.args[0].code() if exc.args else None
-            if code != KafkaError._NO_OFFSET:
-                # Not fatal: the same offsets are committed again on the next turn.
-                log.warning("commit failed: %s", exc)
+            if code == KafkaError._NO_OFFSET:
+                return True
+            # Not fatal (a broker restart, a rebalance): the next turn commits again.
+            log.warning("commit failed: %s", exc)
+            return False
+        return True
+
+    def _on_commit(self, error: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+        if error is not None and error.code() != KafkaError._NO_OFFSET:
+            log.warning("commit failed: %s", error.str())
+            self.pipeline.commit_failed()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.pipeline.assign((tp.topic, tp.partition) for tp in partitions)

@@ -208,7 +208,8 @@ def unparse(node: Expr) -> str:
         return f"{node.name}({', '.join(unparse(arg) for arg in node.args)})"
     if isinstance(node, Template):
         body = "".join(
-            part.replace("{", "{{").replace("}", "}}") if isinstance(part, str)
+            part.replace("{", "{{").replace("}", "}}")
+            if isinstance(part, str)
             else "{" + unparse(part) + "}"
             for part in node.parts
         )
@@ -304,7 +305,7 @@ def _tokens(text: str) -> list[_Token]:
             continue
         value: Any = raw
         if kind == "number":
-            if tokens and tokens[-1].kind in ("name", "number", "string") or (
+            if (tokens and tokens[-1].kind in ("name", "number", "string")) or (
                 tokens and tokens[-1].text in (")", "]")
             ):
                 # `a -1` is a subtraction we do not have, not `a` followed by -1.

@@ -236,7 +236,7 @@ def load_rules(rule_dirs: Iterable[Path] | None, *, include_defaults: bool = Tru
 def _parse_file(rule_file: RuleFile, problems: list[Problem]) -> list[RawRule]:
     label = rule_file.label
     try:
-        document = yaml.load(rule_file.text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+        document = yaml.load(rule_file.text, Loader=_Loader)
     except _DuplicateKey as exc:
         problems.append(Problem(label, exc.line, f"key {exc.key!r} appears twice"))
         return []
