@@ -241,3 +241,33 @@ def test_bad_configuration_names_the_setting(stack) -> None:
     assert consumer.wait(30) == 2
     lines = consumer.output().strip().splitlines()
     assert lines[-1].startswith("kafka-klaviyo: configuration error: klaviyo.revision:")
+
+
+def test_two_accounts_routed_by_store_id(stack, tmp_path: Path) -> None:
+    orders = list(generated_orders(40, prefix=stack.topic))
+    for number, order in enumerate(orders):
+        order["store_id"] = "store-a" if number % 2 else "store-b"
+    produce_orders(stack.bootstrap, stack.topic, orders)
+    config = tmp_path / "accounts.yaml"
+    config.write_text(
+        "accounts:\n"
+        "  brand-a: {api_key_env: KLAVIYO_KEY_BRAND_A}\n"
+        "  brand-b: {api_key_env: KLAVIYO_KEY_BRAND_B}\n"
+        "routing:\n"
+        "  field: store_id\n"
+        "  accounts: {store-a: brand-a, store-b: brand-b}\n"
+    )
+    keys = {
+        "KLAVIYO_KEY_BRAND_A": stack.klaviyo.key_for("acme"),
+        "KLAVIYO_KEY_BRAND_B": stack.klaviyo.key_for("beta"),
+    }
+    with stack.consumer(KAFKA_KLAVIYO_CONFIG=str(config), **keys) as consumer:
+        wait_for(lambda: stack.lag() == 0, 60, "every order delivered")
+        assert consumer.stop() == 0, consumer.output()
+
+    def placed(account: str) -> set[str]:
+        events = stack.klaviyo.client.events(account=account, metric="Placed Order")
+        return {event.unique_id for event in events}
+
+    assert placed("acme") == {o["order_id"] for o in orders if o["store_id"] == "store-a"}
+    assert placed("beta") == {o["order_id"] for o in orders if o["store_id"] == "store-b"}
