@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit integration bench clean
+.PHONY: install demo test lint typecheck unit integration bench bench-translate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -21,7 +21,7 @@ demo: install ## Local Kafka + Klaviyo emulator + the guide's sample orders, end
 	$(PY) -m consumer demo
 
 lint: install
-	$(VENV)/bin/ruff check consumer tests
+	$(VENV)/bin/ruff check consumer tests bench
 
 typecheck: install
 	$(VENV)/bin/mypy --strict consumer
@@ -34,6 +34,9 @@ integration: install
 
 test: lint typecheck ## ruff, mypy --strict and the whole pytest suite (integration on the real broker)
 	$(PY) -m pytest -q
+
+bench-translate: install ## Compiled registry vs hand-written OrderPlaced translation -> bench-results.json
+	$(PY) bench/translate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results.json

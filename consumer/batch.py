@@ -3,8 +3,9 @@
 A batch closes when it reaches the endpoint's item count, when one more item would pass its
 byte limit, or when its linger time has passed. Each item is JSON-encoded once, when it is
 added; the request body is assembled from those bytes (see :mod:`consumer.bodies`).
-Repeats of a dedup key (profile + metric + unique_id for events) inside one batch are folded
-into the first item, because one repeat makes Klaviyo fail the whole request.
+Repeats of a dedup key inside one batch are folded into one item, because one repeat makes
+Klaviyo fail the whole request: events keep the first (as Klaviyo would), upserts of profiles
+and catalog items keep the latest state.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class Batcher:
         self.endpoint = endpoint
         self.group = group
         self._format = body_format(endpoint)
+        # Klaviyo keeps the first of repeated events, but for profile and catalog upserts
+        # the last state is the true one.
+        self._keep_latest = endpoint is not Endpoint.EVENTS
         self._max_items = endpoint.spec.max_items
         self._max_bytes = endpoint.spec.max_bytes - self._format.envelope_bytes
         self._linger_s = linger_s
@@ -67,6 +71,11 @@ class Batcher:
             twin = batch.by_dedup_key.get(key)
             if twin is not None:
                 twin.tickets.append(ticket)
+                if self._keep_latest:
+                    # Upserts carry full state: the newer message's item wins.
+                    item = self._format.encode(operation)
+                    batch.size_bytes += len(item.json) - len(twin.item.json)
+                    twin.item = item
                 return None
         item = self._format.encode(operation)
         cost = item.cost(batch.profile_keys if batch is not None else None)

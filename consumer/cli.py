@@ -102,7 +102,15 @@ def _fail_config(exc: ConfigError) -> None:
     sys.exit(EXIT_CONFIG)
 
 
+def _register_registry() -> None:
+    from consumer.registry.cli import registry_group, translate_command
+
+    cli.add_command(registry_group, "registry")
+    cli.add_command(translate_command, "translate")
+
+
 _register_emulator()
+_register_registry()
 
 
 def main() -> None:

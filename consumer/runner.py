@@ -30,17 +30,16 @@ from consumer.errors import AuthenticationError, DeadLetterError, KafkaKlaviyoEr
 from consumer.messages import DEFAULT_ACCOUNT
 from consumer.metrics import Metrics, MetricsServer
 from consumer.pipeline import Pipeline
+from consumer.registry import registry_from_config
 from consumer.routing import AccountRouter
 from consumer.schemas import SchemaCatalog
 from consumer.settings import Settings
-from consumer.translate import OrderTranslator, Translator
+from consumer.translate import Translator
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FATAL = 3
-
-REGISTRY_VERSION = "handwritten-orders-1"
 
 
 def kafka_client_config(settings: Settings) -> dict[str, Any]:
@@ -60,8 +59,11 @@ class Runner:
         self.metrics = Metrics()
         port = settings.observability.metrics_port
         self._metrics_server = MetricsServer(self.metrics, port) if port is not None else None
-        translator = translator or OrderTranslator()
         catalog = SchemaCatalog.load()
+        if translator is None:
+            # Checked and compiled before anything connects: a broken rule file stops here,
+            # every problem listed (RegistryError is a ConfigError -> exit 2).
+            translator = registry_from_config(settings.registry, catalog=catalog)
         registry_settings = settings.schema_registry
         registry = (
             # new_client: a mock:// URL gives confluent-kafka's in-memory registry (tests).
@@ -83,7 +85,7 @@ class Runner:
         self.dead_letters = DeadLetterWriter(
             topic=settings.kafka.dead_letter_topic,
             group_id=settings.kafka.group_id,
-            registry_version=REGISTRY_VERSION,
+            registry_version=translator.version,
             producer_config=kafka_client_config(settings),
         )
         self._consumer = Consumer(

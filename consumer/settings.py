@@ -149,6 +149,26 @@ class DeadLetterSettings(_Section):
     ratio_window: int = Field(1000, ge=10)
 
 
+class RegistrySettings(_Section):
+    """The translation registry: operator rule files layered over the packaged defaults."""
+
+    # Directories of *.yaml rule files (e.g. a ConfigMap mount), layered in order over the
+    # defaults; env: KAFKA_KLAVIYO_REGISTRY__RULES_DIRS=/etc/rules,/etc/more-rules
+    rules_dirs: Annotated[tuple[Path, ...], NoDecode] = ()
+    include_defaults: bool = True
+    # Default metric name -> the name sent to Klaviyo, e.g. {"Placed Order": "Order Placed"}.
+    metric_names: dict[str, str] = Field(default_factory=dict)
+    # ISO 3166 alpha-2 region for phone numbers written without a country code.
+    default_phone_region: str = Field("US", pattern=r"^[A-Z]{2}$")
+
+    @field_validator("rules_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(part.strip()) for part in value.split(",") if part.strip())
+        return value
+
+
 class BatchSettings(_Section):
     """How long a partly filled batch may wait for more items before it is sent."""
 
@@ -196,6 +216,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # type: ignore[arg-type]
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)  # type: ignore[arg-type]
     dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)  # type: ignore[arg-type]
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)  # type: ignore[arg-type]
     # Extra Klaviyo accounts by name; without them everything goes to one account
     # ("default", keyed by KLAVIYO_API_KEY).
     accounts: dict[str, AccountSettings] = Field(default_factory=dict)

@@ -14,12 +14,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-import phonenumbers
-
 from consumer.decode import DecodedRecord
 from consumer.endpoints import Endpoint
 from consumer.errors import TranslationError, UnmappedRecordError
 from consumer.messages import EventPayload, JSONDict, Operation
+from consumer.phones import NOT_VALID, to_e164
 
 
 class Translator(Protocol):
@@ -28,6 +27,11 @@ class Translator(Protocol):
     @property
     def mapped_records(self) -> frozenset[str]:
         """Full names of the Avro records this translator maps."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """Identifies the rules in force (the ``dlq.registry.version`` header)."""
         ...
 
     def translate(self, record: DecodedRecord) -> list[Operation]:
@@ -59,6 +63,10 @@ class OrderTranslator:
     @property
     def mapped_records(self) -> frozenset[str]:
         return frozenset({ORDER_PLACED})
+
+    @property
+    def version(self) -> str:
+        return "handwritten-orders-1"
 
     def translate(self, record: DecodedRecord) -> list[Operation]:
         if record.record_name != ORDER_PLACED:
@@ -215,17 +223,10 @@ def profile_identity(profile: JSONDict) -> str:
 
 def e164(raw: str, *, region: str, rule: str) -> str:
     """Normalise a phone number to E.164; TranslationError if it cannot be one."""
-    try:
-        parsed = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException as exc:
-        raise TranslationError(
-            "phone number cannot be parsed", rule=rule, field="profile.phone_number"
-        ) from exc
-    if not phonenumbers.is_valid_number(parsed):
-        raise TranslationError(
-            "phone number is not a valid number", rule=rule, field="profile.phone_number"
-        )
-    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    normalised, problem = to_e164(raw, region)
+    if normalised is None:
+        raise TranslationError(problem or NOT_VALID, rule=rule, field="profile.phone_number")
+    return normalised
 
 
 def money(value: dict[str, Any]) -> float:

@@ -8,7 +8,6 @@ What a rule looks like (every key; ``?`` marks optional)::
       enabled: true                   # ? false removes a rule of the same identity
       when: <expression>              # ? only records (or fan-out items) where it is truthy
       for_each: {line: line_items}    # ? fan-out: one output per element (lists zipped)
-      account: <expression>           # ? Klaviyo account name for multi-account routing
       event: {...}                    # exactly one output:
       profile_upsert: {...}           #   event | profile_upsert | subscription |
       subscription: {...}             #   catalog_item | catalog_delete
@@ -90,15 +89,20 @@ from consumer.schemas import SchemaCatalog
 
 OUTPUT_KINDS = ("event", "profile_upsert", "subscription", "catalog_item", "catalog_delete")
 RULE_KEYS = frozenset(
-    {"name", "record", "description", "enabled", "when", "for_each", "account", *OUTPUT_KINDS}
+    {"name", "record", "description", "enabled", "when", "for_each", *OUTPUT_KINDS}
 )
 EVENT_KEYS = frozenset(
-    {"metric", "profile", "properties", "unique_id", "time", "value", "value_currency",
-     "backfill"}
+    {"metric", "profile", "properties", "unique_id", "time", "value", "value_currency", "backfill"}
 )
 IDENTIFIERS = ("email", "phone_number", "external_id", "anonymous_id")
 PROFILE_TEXT_KEYS = (
-    *IDENTIFIERS, "first_name", "last_name", "organization", "locale", "title", "image",
+    *IDENTIFIERS,
+    "first_name",
+    "last_name",
+    "organization",
+    "locale",
+    "title",
+    "image",
 )
 PROFILE_KEYS = frozenset({*PROFILE_TEXT_KEYS, "location", "properties"})
 LOCATION_TEXT_KEYS = frozenset(
@@ -113,8 +117,16 @@ SUBSCRIPTION_CHANNELS = frozenset({"email", "sms"})
 CATALOG_REQUIRED = ("title", "description", "url")
 CATALOG_TEXT = frozenset({"title", "description", "url", "image_full_url", "image_thumbnail_url"})
 CATALOG_KEYS = frozenset(
-    {"mode", "external_id", "categories", "price", "images", "published", "custom_metadata",
-     *CATALOG_TEXT}
+    {
+        "mode",
+        "external_id",
+        "categories",
+        "price",
+        "images",
+        "published",
+        "custom_metadata",
+        *CATALOG_TEXT,
+    }
 )
 CATALOG_MODES = ("upsert", "create", "update")
 _VARIABLE = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -134,201 +146,24 @@ class Scope:
 
 
 @dataclass(frozen=True, slots=True)
-class _Inferred:
+class Inferred:
+    """An expression's static type, whether it can fail a message, and the variables it reads."""
+
     type: AType
     raises: bool
     deps: frozenset[str]
 
 
-class _Checker:
-    """Checks one rule; problems go to the shared list."""
+class Inference:
+    """Static types of expressions in a scope (shared by the checker and the compiler)."""
 
-    def __init__(
-        self,
-        raw: RawRule,
-        catalog: SchemaCatalog,
-        ctx: Context,
-        metric_names: Mapping[str, str],
-        problems: list[Problem],
-    ) -> None:
-        self.raw = raw
+    def __init__(self, catalog: SchemaCatalog, ctx: Context) -> None:
         self.catalog = catalog
         self.ctx = ctx
-        self.metric_names = metric_names
-        self.problems = problems
-        self.rule_name = str(raw.data.get("name")) if "name" in raw.data else None
-        self.record = ""
-        self.sources: list[Source] = []
-        self.failed = False
 
-    # -- reporting ---------------------------------------------------------------------------
-
-    def problem(self, line: int, field_name: str | None, message: str) -> None:
-        self.failed = True
-        self.problems.append(
-            Problem(self.raw.file, line, message, rule=self.rule_name, field=field_name)
-        )
-
-    def unknown_keys(self, mapping: LMap, known: frozenset[str], where: str) -> None:
-        for key in mapping:
-            if key not in known:
-                self.problem(
-                    mapping.line_of(key),
-                    f"{where}.{key}" if where else key,
-                    f"unknown key {key!r}{suggest(key, sorted(known))}"
-                    f" (known: {', '.join(sorted(known))})",
-                )
-
-    # -- the rule ----------------------------------------------------------------------------
-
-    def check(self) -> Rule | None:
-        data = self.raw.data
-        self.unknown_keys(data, RULE_KEYS, "")
-        name = data.get("name")
-        if not isinstance(name, str) or not _RULE_NAME.match(name):
-            self.problem(
-                data.line_of("name"),
-                "name",
-                "every rule needs a 'name': letters, digits, spaces and _ . : / -",
-            )
-        record = data.get("record")
-        if not isinstance(record, str) or not record:
-            self.problem(data.line_of("record"), "record", "every rule needs a 'record' (Avro full name)")
-            return None
-        if record not in self.catalog.names:
-            known = sorted(self.catalog.event_names)
-            self.problem(
-                data.line_of("record"),
-                "record",
-                f"record {record!r} is not in the schema catalog{suggest(record, known)}",
-            )
-            return None
-        try:
-            self.catalog.fields(record)
-        except KeyError:
-            self.problem(data.line_of("record"), "record", f"{record} is not a record schema")
-            return None
-        self.record = record
-        enabled = data.get("enabled", True)
-        if not isinstance(enabled, bool):
-            self.problem(data.line_of("enabled"), "enabled", "must be true or false")
-        description = data.get("description", "")
-        if not isinstance(description, str):
-            self.problem(data.line_of("description"), "description", "must be text")
-            description = ""
-        outputs = [kind for kind in OUTPUT_KINDS if kind in data]
-        if len(outputs) != 1:
-            self.problem(
-                data.line,
-                None,
-                "a rule has exactly one output: "
-                + " | ".join(OUTPUT_KINDS)
-                + (f" (found {', '.join(outputs)})" if outputs else ""),
-            )
-            return None
-        kind = outputs[0]
-        scope = Scope(record_type(self.catalog, record))
-        for_each: list[tuple[str, Typed]] = []
-        if "for_each" in data:
-            for_each = self.bindings(data["for_each"], data.line_of("for_each"), "for_each", scope)
-            for variable, typed in for_each:
-                scope = scope.bind(variable, _element(typed.type))
-        when = None
-        if "when" in data:
-            when = self.expr(data["when"], data.line_of("when"), "when", scope)
-        account = None
-        if "account" in data:
-            account = self.expr(data["account"], data.line_of("account"), "account", scope)
-            if account is not None and not _textual(account.type):
-                self.problem(account.line, "account", f"must be text, not {account.type.describe()}")
-        body = data[kind]
-        line = data.line_of(kind)
-        if not isinstance(body, LMap):
-            self.problem(line, kind, f"'{kind}' must be a mapping")
-            return None
-        output: Output | None
-        if kind == "event":
-            output = self.event(body, scope)
-        elif kind == "profile_upsert":
-            output = self.profile_upsert(body, scope)
-        elif kind == "subscription":
-            output = self.subscription(body, scope)
-        elif kind == "catalog_item":
-            output = self.catalog_item(body, scope)
-        else:
-            output = self.catalog_delete(body, scope)
-        if output is None or self.failed or not isinstance(name, str):
-            return None
-        return Rule(
-            record=record,
-            name=name,
-            file=self.raw.file,
-            line=self.raw.line,
-            kind=kind,
-            description=description,
-            when=when,
-            for_each=tuple(for_each),
-            account=account,
-            output=output,
-            sources=tuple(self.sources),
-        )
-
-    def bindings(
-        self, value: Any, line: int, where: str, scope: Scope
-    ) -> list[tuple[str, Typed]]:
-        if not isinstance(value, LMap) or not value:
-            self.problem(line, where, "must map variable names to lists, e.g. {line: line_items}")
-            return []
-        out: list[tuple[str, Typed]] = []
-        record_fields = set(self.catalog.fields(self.record))
-        for variable, source in value.items():
-            var_line = value.line_of(variable)
-            if not _VARIABLE.match(variable) or variable in ("and", "or", "not", "in", "true",
-                                                             "false", "null"):
-                self.problem(var_line, f"{where}.{variable}", "variable names are lower_case words")
-                continue
-            if variable in record_fields or variable in scope.variables:
-                self.problem(
-                    var_line,
-                    f"{where}.{variable}",
-                    f"variable {variable!r} would hide a field or variable of the same name",
-                )
-                continue
-            typed = self.expr(source, var_line, f"{where}.{variable}", scope)
-            if typed is None:
-                continue
-            if typed.type.kind not in ("array", "any"):
-                self.problem(
-                    var_line,
-                    f"{where}.{variable}",
-                    f"must be a list to iterate, not {typed.type.describe()}",
-                )
-                continue
-            out.append((variable, typed))
-        return out
-
-    # -- expressions -------------------------------------------------------------------------
-
-    def expr(self, value: Any, line: int, where: str, scope: Scope) -> Typed | None:
-        if not isinstance(value, str):
-            self.problem(line, where, f"must be an expression (text), not {_yaml_kind(value)}")
-            return None
-        try:
-            node = parse(value)
-        except ExprSyntaxError as exc:
-            self.problem(line, where, f"expression {value!r} does not parse: {exc}")
-            return None
-        try:
-            node = _desugar(node)
-            inferred = self.infer(node, scope)
-        except CheckError as exc:
-            self.problem(line, where, f"{value!r}: {exc}")
-            return None
-        return Typed(node, inferred.type, value, line, inferred.raises, inferred.deps)
-
-    def infer(self, node: Expr, scope: Scope) -> _Inferred:
+    def infer(self, node: Expr, scope: Scope) -> Inferred:
         if isinstance(node, Literal):
-            return _Inferred(_literal_type(node.value), False, frozenset())
+            return Inferred(_literal_type(node.value), False, frozenset())
         if isinstance(node, ListLit):
             parts = [self.infer(item, scope) for item in node.items]
             item = unify([p.type for p in parts]) if parts else ANY
@@ -373,14 +208,14 @@ class _Checker:
             return self.compare(node, scope)
         raise CheckError(f"unsupported expression {node!r}")
 
-    def name(self, name: str, scope: Scope) -> _Inferred:
+    def name(self, name: str, scope: Scope) -> Inferred:
         if scope.element is not None:
-            return _Inferred(self.field_of(scope.element, name, name), False, frozenset())
+            return Inferred(self.field_of(scope.element, name, name), False, frozenset())
         if name in scope.variables:
-            return _Inferred(scope.variables[name], False, frozenset({name}))
+            return Inferred(scope.variables[name], False, frozenset({name}))
         if name in FUNCTIONS:
             raise CheckError(f"{name} is a function; call it: {name}(...)")
-        return _Inferred(self.field_of(scope.root, name, name), False, frozenset())
+        return Inferred(self.field_of(scope.root, name, name), False, frozenset())
 
     def field_of(self, record: AType, name: str, path_text: str) -> AType:
         if record.kind == "any":
@@ -391,57 +226,52 @@ class _Checker:
         if found is None:
             prefix = f"{record.path}." if record.path else ""
             candidates = [
-                p[len(prefix):]
+                p[len(prefix) :]
                 for p in self.catalog.fields(record.root)
-                if p.startswith(prefix) and "." not in p[len(prefix):] and "[" not in p[len(prefix):]
+                if p.startswith(prefix)
+                and "." not in p[len(prefix) :]
+                and "[" not in p[len(prefix) :]
             ]
-            raise CheckError(
-                f"{path_text}: {record.name} has no field {name!r}{suggest(name, candidates)}"
-            )
+            raise CheckError(f"{record.name} has no field {name!r}{suggest(name, candidates)}")
         return found
 
-    def path(self, node: Path, scope: Scope) -> _Inferred:
+    def path(self, node: Path, scope: Scope) -> Inferred:
         base = self.infer(node.base, scope)
         current = base.type
         projected = False
-        outer_nullable = False
         text = unparse(node.base)
         raises = base.raises
         for index, step in enumerate(node.steps):
             if step.kind == "field":
                 text += f".{step.name}"
                 current = self.field_of(current, step.name, text)
-            elif step.kind == "project":
-                text += "[]"
-                if current.kind == "any":
-                    current = ANY
-                elif current.kind != "array" or current.item is None:
-                    raise CheckError(f"{text}: {current.describe()} is not a list")
-                else:
-                    if not projected:
-                        outer_nullable = current.nullable
-                    current = current.item
-                projected = True
+                continue
+            # `[]` and `[].( )` project; a second projection flattens (JMESPath's a[].b[]).
+            text += "[]"
+            if current.kind == "any":
+                current = ANY
+            elif current.kind != "array" or current.item is None:
+                raise CheckError(f"{text}: {current.describe()} is not a list")
             else:
+                current = current.item
+            projected = True
+            if step.kind == "each":
                 assert step.expr is not None
                 if index != len(node.steps) - 1:
                     raise CheckError("[].( ) must be the last step of a path")
-                if not projected:
-                    if current.kind != "array" or current.item is None:
-                        raise CheckError(f"{text}: {current.describe()} is not a list")
-                    outer_nullable = current.nullable
-                    current = current.item
-                    projected = True
                 inner = self.infer(step.expr, Scope(scope.root, {}, current))
                 current = inner.type
                 raises = raises or inner.raises
-        result = array_of(current, outer_nullable) if projected else current
-        return _Inferred(result, raises, base.deps)
+        # Projecting over a null list gives an empty list, never null.
+        result = array_of(current) if projected else current
+        return Inferred(result, raises, base.deps)
 
-    def call(self, node: Call, scope: Scope) -> _Inferred:
+    def call(self, node: Call, scope: Scope) -> Inferred:
         function = FUNCTIONS.get(node.name)
         if function is None:
-            raise CheckError(f"unknown function {node.name}(){suggest(node.name, sorted(FUNCTIONS))}")
+            raise CheckError(
+                f"unknown function {node.name}(){suggest(node.name, sorted(FUNCTIONS))}"
+            )
         count = len(node.args)
         if not function.min_args <= count <= function.max_args:
             expected = (
@@ -452,19 +282,20 @@ class _Checker:
             raise CheckError(f"{function.signature} takes {expected} argument(s), not {count}")
         parts = [self.infer(arg, scope) for arg in node.args]
         if node.name == "if":
-            condition, then, otherwise = parts
             result = function.infer([p.type for p in parts], [], self.ctx)
             return _combine(result.type, parts)
         literals = [arg.value if isinstance(arg, Literal) else None for arg in node.args]
         result = function.infer([p.type for p in parts], literals, self.ctx)
         return _combine(result.type, parts, result.raises)
 
-    def compare(self, node: Compare, scope: Scope) -> _Inferred:
+    def compare(self, node: Compare, scope: Scope) -> Inferred:
         left = self.infer(node.left, scope)
         right = self.infer(node.right, scope)
         if node.op in ("in", "not in"):
             if right.type.kind not in ("array", "any"):
-                raise CheckError(f"'{node.op}' needs a list on its right, not {right.type.describe()}")
+                raise CheckError(
+                    f"'{node.op}' needs a list on its right, not {right.type.describe()}"
+                )
             if isinstance(node.right, ListLit):
                 for item in node.right.items:
                     _check_symbol(left.type, item)
@@ -487,6 +318,195 @@ class _Checker:
             if lt.nullable or rt.nullable:
                 return _combine(BOOLEAN, [left, right], True)
         return _combine(BOOLEAN, [left, right])
+
+
+class _Checker:
+    """Checks one rule; problems go to the shared list."""
+
+    def __init__(
+        self,
+        raw: RawRule,
+        catalog: SchemaCatalog,
+        ctx: Context,
+        metric_names: Mapping[str, str],
+        problems: list[Problem],
+    ) -> None:
+        self.raw = raw
+        self.catalog = catalog
+        self.ctx = ctx
+        self.metric_names = metric_names
+        self.problems = problems
+        self.rule_name = str(raw.data.get("name")) if "name" in raw.data else None
+        self.record = ""
+        self.sources: list[Source] = []
+        self.failed = False
+        self.types = Inference(catalog, ctx)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def problem(self, line: int, field_name: str | None, message: str) -> None:
+        self.failed = True
+        self.problems.append(
+            Problem(self.raw.file, line, message, rule=self.rule_name, field=field_name)
+        )
+
+    def unknown_keys(self, mapping: LMap, known: frozenset[str], where: str) -> None:
+        for key in mapping:
+            if key not in known:
+                self.problem(
+                    mapping.line_of(key),
+                    f"{where}.{key}" if where else key,
+                    f"unknown key {key!r}{suggest(key, sorted(known))}"
+                    f" (known: {', '.join(sorted(known))})",
+                )
+
+    # -- the rule ----------------------------------------------------------------------------
+
+    def check(self) -> Rule | None:
+        data = self.raw.data
+        self.unknown_keys(data, RULE_KEYS, "")
+        name = data.get("name")
+        if not isinstance(name, str) or not _RULE_NAME.match(name):
+            self.problem(
+                data.line_of("name"),
+                "name",
+                "every rule needs a 'name': letters, digits, spaces and _ . : / -",
+            )
+        record = data.get("record")
+        if not isinstance(record, str) or not record:
+            self.problem(
+                data.line_of("record"), "record", "every rule needs a 'record' (Avro full name)"
+            )
+            return None
+        if record not in self.catalog.names:
+            known = sorted(self.catalog.event_names)
+            self.problem(
+                data.line_of("record"),
+                "record",
+                f"record {record!r} is not in the schema catalog{suggest(record, known)}",
+            )
+            return None
+        try:
+            self.catalog.fields(record)
+        except KeyError:
+            self.problem(data.line_of("record"), "record", f"{record} is not a record schema")
+            return None
+        self.record = record
+        enabled = data.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.problem(data.line_of("enabled"), "enabled", "must be true or false")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            self.problem(data.line_of("description"), "description", "must be text")
+            description = ""
+        outputs = [kind for kind in OUTPUT_KINDS if kind in data]
+        if len(outputs) != 1:
+            self.problem(
+                data.line,
+                None,
+                "a rule has exactly one output: "
+                + " | ".join(OUTPUT_KINDS)
+                + (f" (found {', '.join(outputs)})" if outputs else ""),
+            )
+            return None
+        kind = outputs[0]
+        scope = Scope(record_type(record))
+        for_each: list[tuple[str, Typed]] = []
+        if "for_each" in data:
+            for_each = self.bindings(data["for_each"], data.line_of("for_each"), "for_each", scope)
+            for variable, typed in for_each:
+                scope = scope.bind(variable, _element(typed.type))
+        when = None
+        if "when" in data:
+            when = self.expr(data["when"], data.line_of("when"), "when", scope)
+        body = data[kind]
+        line = data.line_of(kind)
+        if not isinstance(body, LMap):
+            self.problem(line, kind, f"'{kind}' must be a mapping")
+            return None
+        output: Output | None
+        if kind == "event":
+            output = self.event(body, scope)
+        elif kind == "profile_upsert":
+            output = self.profile_upsert(body, scope)
+        elif kind == "subscription":
+            output = self.subscription(body, scope)
+        elif kind == "catalog_item":
+            output = self.catalog_item(body, scope)
+        else:
+            output = self.catalog_delete(body, scope)
+        if output is None or self.failed or not isinstance(name, str):
+            return None
+        return Rule(
+            record=record,
+            name=name,
+            file=self.raw.file,
+            line=self.raw.line,
+            kind=kind,
+            description=description,
+            when=when,
+            for_each=tuple(for_each),
+            output=output,
+            sources=tuple(self.sources),
+        )
+
+    def bindings(self, value: Any, line: int, where: str, scope: Scope) -> list[tuple[str, Typed]]:
+        if not isinstance(value, LMap) or not value:
+            self.problem(line, where, "must map variable names to lists, e.g. {line: line_items}")
+            return []
+        out: list[tuple[str, Typed]] = []
+        record_fields = set(self.catalog.fields(self.record))
+        for variable, source in value.items():
+            var_line = value.line_of(variable)
+            if not _VARIABLE.match(variable) or variable in (
+                "and",
+                "or",
+                "not",
+                "in",
+                "true",
+                "false",
+                "null",
+            ):
+                self.problem(var_line, f"{where}.{variable}", "variable names are lower_case words")
+                continue
+            if variable in record_fields or variable in scope.variables:
+                self.problem(
+                    var_line,
+                    f"{where}.{variable}",
+                    f"variable {variable!r} would hide a field or variable of the same name",
+                )
+                continue
+            typed = self.expr(source, var_line, f"{where}.{variable}", scope)
+            if typed is None:
+                continue
+            if typed.type.kind not in ("array", "any"):
+                self.problem(
+                    var_line,
+                    f"{where}.{variable}",
+                    f"must be a list to iterate, not {typed.type.describe()}",
+                )
+                continue
+            out.append((variable, typed))
+        return out
+
+    # -- expressions -------------------------------------------------------------------------
+
+    def expr(self, value: Any, line: int, where: str, scope: Scope) -> Typed | None:
+        if not isinstance(value, str):
+            self.problem(line, where, f"must be an expression (text), not {_yaml_kind(value)}")
+            return None
+        try:
+            node = parse(value)
+        except ExprSyntaxError as exc:
+            self.problem(line, where, f"expression {value!r} does not parse: {exc}")
+            return None
+        try:
+            node = _desugar(node)
+            inferred = self.types.infer(node, scope)
+        except CheckError as exc:
+            self.problem(line, where, f"{value!r}: {exc}")
+            return None
+        return Typed(node, inferred.type, value, line, inferred.raises, inferred.deps)
 
     # -- templates ---------------------------------------------------------------------------
 
@@ -590,7 +610,9 @@ class _Checker:
             inner = inner.bind(variable, _element(typed.type))
         condition = None
         if "$where" in value:
-            condition = self.expr(value["$where"], value.line_of("$where"), f"{where}.$where", inner)
+            condition = self.expr(
+                value["$where"], value.line_of("$where"), f"{where}.$where", inner
+            )
         loop_text = ", ".join(f"{v} in {t.text}" for v, t in bindings)
         self.sources.append(Source(pointer, f"[one per {loop_text}]", line, descend=True))
         emit = self.template(
@@ -624,7 +646,9 @@ class _Checker:
         if typed.type.kind not in accept | {"any", "null"}:
             extra = hint if typed.type.kind == "record" else ""
             self.problem(
-                typed.line, where, f"{typed.text!r} must be {wording}, not {typed.type.describe()}{extra}"
+                typed.line,
+                where,
+                f"{typed.text!r} must be {wording}, not {typed.type.describe()}{extra}",
             )
             return None
         if pointer is not None:
@@ -635,7 +659,13 @@ class _Checker:
         self, body: LMap, key: str, where: str, scope: Scope, pointer: str | None
     ) -> Typed | None:
         return self.typed_field(
-            body, key, where, scope, pointer, accept={"string", "enum"}, wording="text",
+            body,
+            key,
+            where,
+            scope,
+            pointer,
+            accept={"string", "enum"},
+            wording="text",
             hint="; pick one of its fields",
         )
 
@@ -643,13 +673,20 @@ class _Checker:
         self, body: LMap, key: str, where: str, scope: Scope, pointer: str | None
     ) -> Typed | None:
         return self.typed_field(
-            body, key, where, scope, pointer, accept={"string", "enum", "int"},
+            body,
+            key,
+            where,
+            scope,
+            pointer,
+            accept={"string", "enum", "int"},
             wording="text or an integer (an id)",
         )
 
     # -- outputs -----------------------------------------------------------------------------
 
-    def profile_block(self, value: Any, line: int, where: str, scope: Scope, pointer: str) -> TObject | None:
+    def profile_block(
+        self, value: Any, line: int, where: str, scope: Scope, pointer: str
+    ) -> TObject | None:
         if not isinstance(value, LMap):
             self.problem(line, where, "must be a mapping of profile attributes")
             return None
@@ -688,7 +725,11 @@ class _Checker:
                     self.problem(key_line, child_where, "must be a mapping of location fields")
                     return None
                 built = self.object_template(
-                    child, child_where, scope, child_pointer, drop_empty=True,
+                    child,
+                    child_where,
+                    scope,
+                    child_pointer,
+                    drop_empty=True,
                     allowed=frozenset(LOCATION_KEYS),
                 )
                 if built is not None:
@@ -696,7 +737,11 @@ class _Checker:
                         self.check_location(entry, f"{child_where}.{entry.key}")
             elif key == "properties":
                 built = self.template(child, key_line, child_where, scope, child_pointer)
-                if isinstance(built, TExpr) and built.typed.type.kind not in ("map", "record", "any"):
+                if isinstance(built, TExpr) and built.typed.type.kind not in (
+                    "map",
+                    "record",
+                    "any",
+                ):
                     self.problem(key_line, child_where, "must be a mapping or a map/record field")
                     return None
             else:
@@ -754,11 +799,12 @@ class _Checker:
         properties: TObject | TExpr | None = TObject((), body.line)
         if "properties" in body:
             raw = body["properties"]
-            built = self.template(raw, body.line_of("properties"), "event.properties", scope,
-                                  "event/properties")
-            if isinstance(built, TObject):
-                properties = built
-            elif isinstance(built, TExpr) and built.typed.type.kind in ("map", "record", "any"):
+            built = self.template(
+                raw, body.line_of("properties"), "event.properties", scope, "event/properties"
+            )
+            if isinstance(built, TObject) or (
+                isinstance(built, TExpr) and built.typed.type.kind in ("map", "record", "any")
+            ):
                 properties = built
             elif built is not None:
                 self.problem(
@@ -773,14 +819,23 @@ class _Checker:
         time = value = currency = None
         if "time" in body:
             time = self.typed_field(
-                body, "time", "event.time", scope, "event/time",
+                body,
+                "time",
+                "event.time",
+                scope,
+                "event/time",
                 accept={"timestamp", "date", "string"},
                 wording="a timestamp (or ISO 8601 text)",
             )
         if "value" in body:
             value = self.typed_field(
-                body, "value", "event.value", scope, "event/value",
-                accept=set(NUMBER_KINDS), wording="a number",
+                body,
+                "value",
+                "event.value",
+                scope,
+                "event/value",
+                accept=set(NUMBER_KINDS),
+                wording="a number",
                 hint="; use money(...) for a Money record",
             )
         if "value_currency" in body:
@@ -792,11 +847,18 @@ class _Checker:
             raw = body["backfill"]
             if isinstance(raw, bool):
                 backfill = TConst(raw, body.line_of("backfill"))
-                self.sources.append(Source("event/backfill", f"{_json_text(raw)} (static)", backfill.line))
+                self.sources.append(
+                    Source("event/backfill", f"{_json_text(raw)} (static)", backfill.line)
+                )
             else:
                 backfill = self.typed_field(
-                    body, "backfill", "event.backfill", scope, "event/backfill",
-                    accept={"boolean"}, wording="true/false",
+                    body,
+                    "backfill",
+                    "event.backfill",
+                    scope,
+                    "event/backfill",
+                    accept={"boolean"},
+                    wording="true/false",
                 )
         if profile is None or properties is None or unique_id is None:
             return None
@@ -824,23 +886,41 @@ class _Checker:
         if any(required not in body for required in ("action", "channel", "list_id")):
             return None
         action = self.text_field(body, "action", "subscription.action", scope, "endpoint")
-        channel = self.text_field(
-            body, "channel", "subscription.channel", scope, "attributes/subscriptions/*"
-        )
+        if action is not None:
+            self.sources.append(
+                Source("attributes/subscriptions/*/marketing/consent", action.text, action.line)
+            )
+        channel = self.text_field(body, "channel", "subscription.channel", scope, None)
+        if channel is not None:
+            self.sources.append(
+                Source(
+                    "attributes/subscriptions",
+                    f"[the channel: {channel.text}]",
+                    channel.line,
+                    descend=True,
+                )
+            )
         list_id = self.text_field(body, "list_id", "subscription.list_id", scope, "group")
         email = phone = consented_at = None
         if "email" in body:
             email = self.text_field(body, "email", "subscription.email", scope, "attributes/email")
         if "phone_number" in body:
             phone = self.text_field(
-                body, "phone_number", "subscription.phone_number", scope,
+                body,
+                "phone_number",
+                "subscription.phone_number",
+                scope,
                 "attributes/phone_number",
             )
         if "consented_at" in body:
             consented_at = self.typed_field(
-                body, "consented_at", "subscription.consented_at", scope,
+                body,
+                "consented_at",
+                "subscription.consented_at",
+                scope,
                 "attributes/subscriptions/*/marketing/consented_at",
-                accept={"timestamp", "string"}, wording="a timestamp (or ISO 8601 text)",
+                accept={"timestamp", "string"},
+                wording="a timestamp (or ISO 8601 text)",
             )
         if action is not None:
             self.check_symbols(action, SUBSCRIPTION_ACTIONS.keys(), "subscription.action")
@@ -848,12 +928,14 @@ class _Checker:
             channels = self.check_symbols(channel, SUBSCRIPTION_CHANNELS, "subscription.channel")
             if "email" in channels and "email" not in body:
                 self.problem(
-                    body.line, "subscription.email",
+                    body.line,
+                    "subscription.email",
                     "missing: email subscriptions need the email address",
                 )
             if "sms" in channels and "phone_number" not in body:
                 self.problem(
-                    body.line, "subscription.phone_number",
+                    body.line,
+                    "subscription.phone_number",
                     "missing: SMS subscriptions need the phone number",
                 )
         if action is None or channel is None or list_id is None or self.failed:
@@ -882,24 +964,37 @@ class _Checker:
     def catalog_item(self, body: LMap, scope: Scope) -> CatalogItemOutput | None:
         keys = {key.rstrip("?") for key in body}
         self.unknown_keys(
-            LMap_from(body, {key.rstrip("?") for key in body}), CATALOG_KEYS, "catalog_item"
+            _sub_map(body, {key.rstrip("?") for key in body}), CATALOG_KEYS, "catalog_item"
         )
         mode = body.get("mode", "upsert")
         if mode not in CATALOG_MODES:
             self.problem(
-                body.line_of("mode"), "catalog_item.mode", f"must be one of {', '.join(CATALOG_MODES)}"
+                body.line_of("mode"),
+                "catalog_item.mode",
+                f"must be one of {', '.join(CATALOG_MODES)}",
             )
             return None
         required = ["external_id", *(CATALOG_REQUIRED if mode != "update" else ())]
         for key in required:
-            if key not in keys:
+            if f"{key}?" in body:
+                self.problem(
+                    body.line_of(f"{key}?"),
+                    f"catalog_item.{key}",
+                    "Klaviyo requires it; it cannot be optional",
+                )
+            elif key not in keys:
                 self.problem(body.line, f"catalog_item.{key}", "missing (Klaviyo requires it)")
         if any(key not in keys for key in required):
             return None
         if self.failed:
             return None
-        external_id = self.id_field(body, "external_id", "catalog_item.external_id", scope,
-                                    "attributes/external_id")
+        external_id = self.id_field(
+            body, "external_id", "catalog_item.external_id", scope, "attributes/external_id"
+        )
+        if external_id is not None:
+            self.sources.append(
+                Source("id", f"'$custom:::$default:::' + {external_id.text}", external_id.line)
+            )
         categories = None
         attributes: dict[str, Any] = {}
         for raw_key, raw_value in body.items():
@@ -908,18 +1003,24 @@ class _Checker:
                 continue
             if key == "categories":
                 categories = self.typed_field(
-                    body, raw_key, "catalog_item.categories", scope,
+                    body,
+                    raw_key,
+                    "catalog_item.categories",
+                    scope,
                     "relationships/categories/data/*/id",
-                    accept={"array"}, wording="a list of category names",
+                    accept={"array"},
+                    wording="a list of category names",
                 )
-                if categories is not None and categories.type.item is not None and not _textual(
-                    categories.type.item
+                if (
+                    categories is not None
+                    and categories.type.item is not None
+                    and not _textual(categories.type.item)
                 ):
                     self.problem(categories.line, "catalog_item.categories", "must list text")
                 continue
             attributes[raw_key] = raw_value
         built = self.object_template(
-            LMap_from(body, attributes), "catalog_item", scope, "attributes", drop_empty=False
+            _sub_map(body, attributes), "catalog_item", scope, "attributes", drop_empty=False
         )
         if built is None or external_id is None:
             return None
@@ -963,11 +1064,15 @@ class _Checker:
         if "external_id" not in body:
             self.problem(body.line, "catalog_delete.external_id", "missing (Klaviyo requires it)")
             return None
-        external_id = self.id_field(body, "external_id", "catalog_delete.external_id", scope, "id")
+        external_id = self.id_field(body, "external_id", "catalog_delete.external_id", scope, None)
+        if external_id is not None:
+            self.sources.append(
+                Source("id", f"'$custom:::$default:::' + {external_id.text}", external_id.line)
+            )
         return None if external_id is None else CatalogDeleteOutput(external_id)
 
 
-def LMap_from(template: LMap, data: Mapping[str, Any] | set[str]) -> LMap:  # noqa: N802
+def _sub_map(template: LMap, data: Mapping[str, Any] | set[str]) -> LMap:
     """An LMap with ``template``'s line numbers and the given keys (values from ``data``)."""
     out = LMap()
     out.line = template.line
@@ -1000,28 +1105,34 @@ def _literal_type(value: Any) -> AType:
     return STRING
 
 
-def _combine(result: AType, parts: list[_Inferred], raises: bool = False) -> _Inferred:
+def _combine(result: AType, parts: list[Inferred], raises: bool = False) -> Inferred:
     deps: frozenset[str] = frozenset()
     for part in parts:
         deps |= part.deps
         raises = raises or part.raises
-    return _Inferred(result, raises, deps)
+    return Inferred(result, raises, deps)
 
 
 def _check_symbol(type_: AType, other: Expr) -> None:
     """``channel == 'EMAL'`` can never be true: a problem, not a silent no-op."""
-    if type_.kind == "enum" and isinstance(other, Literal) and isinstance(other.value, str):
-        if other.value not in type_.symbols:
-            raise CheckError(
-                f"{other.value!r} is not a symbol of {type_.name} ({', '.join(type_.symbols)})"
-            )
+    if (
+        type_.kind == "enum"
+        and isinstance(other, Literal)
+        and isinstance(other.value, str)
+        and other.value not in type_.symbols
+    ):
+        raise CheckError(
+            f"{other.value!r} is not a symbol of {type_.name} ({', '.join(type_.symbols)})"
+        )
 
 
 def _desugar(node: Expr) -> Expr:
     """``coalesce(a, b)`` is ``a ?? b``: one node kind for the compiler to handle."""
     if isinstance(node, Call) and node.name == "coalesce":
-        return Coalesce(tuple(_desugar(arg) for arg in node.args)) if len(node.args) > 1 else (
-            _desugar(node.args[0])
+        return (
+            Coalesce(tuple(_desugar(arg) for arg in node.args))
+            if len(node.args) > 1
+            else (_desugar(node.args[0]))
         )
     if isinstance(node, Call):
         return Call(node.name, tuple(_desugar(arg) for arg in node.args))
@@ -1097,4 +1208,4 @@ def check_rules(
     return rules, problems
 
 
-__all__ = ["IDENTIFIERS", "FLOAT", "Scope", "check_rules"]
+__all__ = ["IDENTIFIERS", "Inference", "Inferred", "Scope", "check_rules"]

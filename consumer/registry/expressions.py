@@ -253,6 +253,8 @@ def _quote(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Token:
+    """One lexical token and its 1-based column."""
+
     kind: str  # name, number, string, fstring, op, end
     text: str
     value: Any
@@ -324,6 +326,8 @@ def _tokens(text: str) -> list[_Token]:
 
 
 class _Parser:
+    """Recursive descent over the token list, one method per precedence level."""
+
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = _tokens(text)

@@ -21,9 +21,9 @@ from typing import Any
 import phonenumbers
 
 from consumer.errors import TranslationError
+from consumer.phones import NOT_VALID, to_e164
 from consumer.registry.paths import (
     ANY,
-    BOOLEAN,
     FLOAT,
     INT,
     NUMBER_KINDS,
@@ -148,24 +148,24 @@ def rt_e164(value: Any, region: Any, where: Where) -> str | None:
         return None
     if not isinstance(value, str):
         raise where.error("phone number is not text")
-    try:
-        parsed = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        raise where.error("phone number cannot be parsed") from None
-    if not phonenumbers.is_valid_number(parsed):
-        raise where.error("phone number is not a valid number")
-    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    normalised, problem = to_e164(value, region)
+    if normalised is None:
+        raise where.error(problem or NOT_VALID)
+    return normalised
 
 
 def rt_lower(value: Any) -> Any:
+    """Lower case (null and non-text pass through)."""
     return value.lower() if isinstance(value, str) else value
 
 
 def rt_upper(value: Any) -> Any:
+    """Upper case (null and non-text pass through)."""
     return value.upper() if isinstance(value, str) else value
 
 
 def rt_trim(value: Any) -> Any:
+    """Leading and trailing white space removed (null passes through)."""
     return value.strip() if isinstance(value, str) else value
 
 
@@ -184,12 +184,14 @@ def rt_string(value: Any) -> str | None:
 
 
 def rt_join(values: Any, separator: Any = ", ") -> str | None:
+    """The items as text joined by ``separator``; nulls skipped."""
     if values is None:
         return None
     return str(separator).join(rt_string(v) or "" for v in values if v is not None)
 
 
 def rt_sum(values: Any) -> Any:
+    """The sum of the numbers; nulls skipped."""
     if values is None:
         return None
     return sum((v for v in values if v is not None), 0)
@@ -215,10 +217,12 @@ def rt_compact(values: Any) -> list[Any] | None:
 
 
 def rt_length(value: Any) -> int | None:
+    """Number of items or characters; null passes through."""
     return None if value is None else len(value)
 
 
 def rt_first(values: Any) -> Any:
+    """The first item, or null for an empty list."""
     return values[0] if values else None
 
 
@@ -421,6 +425,15 @@ def _infer_compact(args: Sequence[AType], _: Sequence[Any], __: Context) -> Infe
     return Inferred(array_of(item.with_null(False), args[0].nullable))
 
 
+def _inline_compact(code: Sequence[str], args: Sequence[AType]) -> str | None:
+    item = args[0].item
+    if args[0].nullable or item is None:
+        return None
+    if item.is_stringish:
+        return f"[_v for _v in {code[0]} if _v]"
+    return f"[_v for _v in {code[0]} if _v is not None and _v != '']"
+
+
 def _infer_length(args: Sequence[AType], _: Sequence[Any], __: Context) -> Inferred:
     arg = args[0]
     _need(
@@ -615,6 +628,7 @@ FUNCTIONS: dict[str, Function] = {
             1,
             _infer_compact,
             rt_compact,
+            _inline_compact,
         ),
         Function(
             "length",
@@ -669,6 +683,3 @@ HELPER_NAMES: dict[str, str] = {name: f"_fn_{name}" for name in FUNCTIONS}
 
 #: Functions whose helper takes a trailing Where (they may fail a message).
 NEEDS_WHERE = frozenset({"money", "number", "iso8601", "unix", "e164"})
-
-#: Values of these types are booleans in conditions.
-BOOL = BOOLEAN

@@ -64,6 +64,8 @@ class LList(list[Any]):
 
 
 class _DuplicateKey(Exception):
+    """A mapping repeats a key (PyYAML would silently keep the last one)."""
+
     def __init__(self, key: str, line: int) -> None:
         super().__init__(key)
         self.key = key
@@ -194,7 +196,7 @@ def load_rules(rule_dirs: Iterable[Path] | None, *, include_defaults: bool = Tru
         for raw in _parse_file(rule_file, loaded.problems):
             identity = raw.identity
             index = by_identity.get(identity) if identity is not None else None
-            if index is None:
+            if index is None or identity is None:
                 if raw.layer > 0 and raw.data.get("enabled") is False:
                     loaded.problems.append(
                         Problem(

@@ -158,7 +158,6 @@ class Rule:
     description: str
     when: Typed | None
     for_each: tuple[tuple[str, Typed], ...]
-    account: Typed | None
     output: Output
     sources: tuple[Source, ...]
 

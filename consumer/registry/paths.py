@@ -108,7 +108,7 @@ def array_of(item: AType, nullable: bool = False) -> AType:
     return AType("array", nullable=nullable, item=item)
 
 
-def record_type(catalog: SchemaCatalog, record: str) -> AType:
+def record_type(record: str) -> AType:
     """The type of a whole event record (the root every rule reads from)."""
     return AType("record", name=record, root=record, path="")
 

@@ -9,6 +9,7 @@ Klaviyo's OpenAPI spec.
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -122,19 +123,12 @@ def test_poison_messages_are_dead_lettered_and_the_partition_moves_on(stack) -> 
     rejected = guide_order()
     rejected["order_id"] = "rejected-by-klaviyo"
     rejected["customer"] = {**rejected["customer"], "email": "rejected@kafka-klaviyo-demo.dev"}
-    visit = {
-        "event_id": "v1",
-        "store_id": "default",
-        "occurred_at": good[0]["occurred_at"],
-        "customer": good[0]["customer"],
-        "page_url": "https://shop.example/",
-        "referrer": None,
-        "session_id": None,
-    }
+    money = {"amount": Decimal("1.50"), "currency": "USD"}
     poison = [
         (b"not-avro", b'{"order_id": "json, not avro"}'),
         (b"unknown-fingerprint", b"\xc3\x01" + b"\x01" * 8 + b"\x00"),
-        (b"unmapped", encode_single_object(CATALOG, "shop.events.SiteVisited", visit)),
+        # A valid Avro record that no translation rule maps (a shared type, not an event).
+        (b"unmapped", encode_single_object(CATALOG, "shop.events.Money", money)),
         (b"no-identity", encode_single_object(CATALOG, "shop.events.OrderPlaced", no_identity)),
         (b"rejected", encode_single_object(CATALOG, "shop.events.OrderPlaced", rejected)),
     ]
@@ -198,7 +192,7 @@ def test_poison_messages_are_dead_lettered_and_the_partition_moves_on(stack) -> 
     assert rejected_headers["dlq.http.status"] == b"400"
     assert orjson.loads(rejected_headers["dlq.error.detail"])["pointer"].startswith("/data/")
     assert b"rejected@" not in rejected_headers["dlq.error.message"]  # PII masked
-    assert dead[b"unmapped"].headers["dlq.record.name"] == b"shop.events.SiteVisited"
+    assert dead[b"unmapped"].headers["dlq.record.name"] == b"shop.events.Money"
 
 
 def test_klaviyo_outage_commits_nothing_and_dead_letters_nothing(stack) -> None:

@@ -98,3 +98,21 @@ def test_router_maps_store_ids_to_accounts() -> None:
     )
     assert fallback.account_for(_record("s9")) == "b"
     assert AccountRouter.from_settings(None).account_for(_record("anything")) == "default"
+
+
+def test_repeated_upsert_keeps_the_latest_state() -> None:
+    progress = OffsetTracker().assign("t", 0)
+    batcher = Batcher("default", Endpoint.PROFILES, linger_s=60)
+    first, second = progress.track(0, None), progress.track(1, None)
+    for ticket, name in ((first, "Old"), (second, "New")):
+        operation = Operation(
+            Endpoint.PROFILES,
+            {"attributes": {"email": "a@x.dev", "first_name": name}},
+            dedup_key=("profile", "email:a@x.dev"),
+        )
+        batcher.add(operation, ticket)
+    batch = batcher.take_open()
+    assert len(batch) == 1 and batch.entries[0].tickets == [first, second]
+    body, _ = body_format(Endpoint.PROFILES).assemble(batch.entries, None)
+    profile = orjson.loads(body)["data"]["attributes"]["profiles"]["data"][0]
+    assert profile["attributes"]["first_name"] == "New"

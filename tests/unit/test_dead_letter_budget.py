@@ -13,7 +13,7 @@ def test_consecutive_limit() -> None:
     budget.succeeded()  # a success resets the run
     for _ in range(3):
         budget.dead_lettered()
-    with pytest.raises(DeadLetterError, match="4 consecutive messages failed.*max_consecutive"):
+    with pytest.raises(DeadLetterError, match=r"4 consecutive messages failed.*max_consecutive"):
         budget.dead_lettered()
 
 

@@ -82,7 +82,8 @@ def test_routing_to_an_unknown_account_names_it(tmp_path: Path) -> None:
         "accounts:\n  brand-a: {api_key_env: KEY_A}\n"
         "routing:\n  field: store_id\n  accounts: {store-1: brand-a, store-2: brand-b}\n"
     )
-    with pytest.raises(ConfigError, match=r"^routing\.accounts\.store-2: unknown account 'brand-b'"):
+    expected = r"^routing\.accounts\.store-2: unknown account 'brand-b'"
+    with pytest.raises(ConfigError, match=expected):
         load_settings(config)
 
 
