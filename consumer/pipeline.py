@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -78,7 +79,7 @@ class Pipeline:
         self._batchers: dict[tuple[str, Endpoint, str | None], Batcher] = {}
         self._pool = ThreadPoolExecutor(max_concurrent_requests, thread_name_prefix="deliver")
         self._in_flight: set[Future[BatchOutcome]] = set()
-        self._pending_batches: list[Batch] = []
+        self._pending_batches: deque[Batch] = deque()
         self._max_concurrent = max_concurrent_requests
         self.delivered_outputs = 0
         self.dead_lettered_messages = 0
@@ -213,7 +214,7 @@ class Pipeline:
 
     def _start_pending(self) -> None:
         while self._pending_batches and len(self._in_flight) < self._max_concurrent:
-            batch = self._pending_batches.pop(0)
+            batch = self._pending_batches.popleft()
             self._in_flight.add(self._pool.submit(self._sender.deliver, batch))
 
     def _apply(self, outcome: BatchOutcome) -> None:
