@@ -6,6 +6,8 @@ process with exit code 2 and one line naming the setting; fatal runtime errors w
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,7 +58,13 @@ def run(config_file: Path | None) -> None:
     except ConfigError as exc:
         _fail_config(exc)
     runner.install_signal_handlers()
-    sys.exit(runner.run())
+    code = runner.run()
+    # Everything is committed or abandoned by now; delivery threads may still sit in an
+    # HTTP request to a hanging Klaviyo, and waiting for them would overrun the grace period.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @cli.command()

@@ -59,6 +59,7 @@ class PartitionProgress:
     partition: int
     pending: deque[MessageTicket] = field(default_factory=deque)
     committable: int | None = None
+    # What the broker confirmed; commits repeat until it equals ``committable``.
     committed: int | None = None
     # Set when the partition is revoked or lost: late completions for it are ignored.
     released: bool = False
@@ -93,6 +94,10 @@ class OffsetTracker:
             # only in tests that assign manually; track it the same way.
             progress = self.assign(topic, partition)
         return progress
+
+    def find(self, topic: str, partition: int) -> PartitionProgress | None:
+        """The progress of an assigned partition, or None."""
+        return self._partitions.get((topic, partition))
 
     def release(self, topic: str, partition: int) -> PartitionProgress | None:
         """Forget a revoked or lost partition; its in-flight outputs no longer count."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -40,8 +40,9 @@ from consumer.translate import Translator
 
 log = logging.getLogger(__name__)
 
-# Stores and commits the offsets; returns False if the commit certainly failed.
-CommitFn = Callable[[list[PartitionProgress], bool], bool]
+BatchKey = tuple[str, Endpoint, str | None]
+# Stores and commits the offsets; confirmations come back through Pipeline.acknowledge.
+CommitFn = Callable[[list[PartitionProgress], bool], None]
 
 
 class Pipeline:
@@ -77,10 +78,13 @@ class Pipeline:
         self._commit_interval_s = commit_interval_s
         self._last_commit = time.monotonic()
         self._batchers: dict[tuple[str, Endpoint, str | None], Batcher] = {}
-        self._pool = ThreadPoolExecutor(max_concurrent_requests, thread_name_prefix="deliver")
-        self._in_flight: set[Future[BatchOutcome]] = set()
-        self._pending_batches: deque[Batch] = deque()
+        # Threads start on demand; max_concurrent_requests bounds each key, not the pool.
+        self._pool = ThreadPoolExecutor(64, thread_name_prefix="deliver")
+        self._in_flight: dict[Future[BatchOutcome], BatchKey] = {}
+        self._active: Counter[BatchKey] = Counter()
+        self._pending: dict[BatchKey, deque[Batch]] = {}
         self._max_concurrent = max_concurrent_requests
+        self._closed = False
         self.delivered_outputs = 0
         self.dead_lettered_messages = 0
 
@@ -130,14 +134,19 @@ class Pipeline:
         """Store and commit the finished prefix of every partition that moved."""
         self._last_commit = time.monotonic()
         ready = self.tracker.to_commit()
-        if ready and self._commit(ready, sync):
-            for progress in ready:
-                progress.committed = progress.committable
+        if ready:
+            self._commit(ready, sync)
 
-    def commit_failed(self) -> None:
-        """An asynchronous commit failed: commit every partition again on the next turn."""
-        for progress in self.tracker.partitions():
-            progress.committed = None
+    def acknowledge(self, topic: str, partition: int, offset: int) -> None:
+        """The broker confirmed ``offset`` as committed (the commit callback).
+
+        Until the confirmed offset equals the committable one, every commit turn asks
+        again: a commit retried across a broker restart can land after a newer one, and
+        then the older offset is what the broker holds.
+        """
+        progress = self.tracker.find(topic, partition)
+        if progress is not None:
+            progress.committed = offset
 
     # -- rebalance and shutdown ----------------------------------------------------------
 
@@ -165,17 +174,21 @@ class Pipeline:
             batch = batcher.take_open()
             if batch is not None:
                 self._send(batch)
-        while self._in_flight or self._pending_batches:
+        while (self._in_flight or self._pending) and not self._closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             self._collect(block=True, timeout_s=min(remaining, 0.5))
+        if self._closed:
+            return False
         remaining = max(0.0, deadline - time.monotonic())
         self._dead_letters.flush(remaining)
         return True
 
     def close(self) -> None:
         """Stop delivery threads; unfinished batches are abandoned (never committed)."""
+        self._closed = True
+        self._pending.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- internals -----------------------------------------------------------------------
@@ -188,34 +201,37 @@ class Pipeline:
         return batcher
 
     def _send(self, batch: Batch) -> None:
-        # Queue beyond the pool's width here, not in the executor, so the backlog stays
-        # visible (and bounded by the in-flight cap that pauses partitions).
-        if len(self._in_flight) >= self._max_concurrent:
-            self._pending_batches.append(batch)
+        # Each (account, endpoint, list) has its own slots, so one throttled account or
+        # endpoint never holds the others back. Batches beyond the slots wait here, visible
+        # and bounded by the in-flight cap that pauses partitions.
+        if self._closed:
             return
-        self._in_flight.add(self._pool.submit(self._sender.deliver, batch))
+        key = (batch.account, batch.endpoint, batch.group)
+        if self._active[key] >= self._max_concurrent:
+            self._pending.setdefault(key, deque()).append(batch)
+            return
+        self._active[key] += 1
+        self._in_flight[self._pool.submit(self._sender.deliver, batch)] = key
 
     def _collect(self, *, block: bool, timeout_s: float = 0.0) -> None:
-        if not self._in_flight:
-            self._start_pending()
-            return
-        if block:
+        if block and self._in_flight:
             done, _ = wait(self._in_flight, timeout=timeout_s, return_when=FIRST_COMPLETED)
         else:
             done = {future for future in self._in_flight if future.done()}
         for future in done:
-            self._in_flight.discard(future)
+            key = self._in_flight.pop(future)
+            self._active[key] -= 1
+            queue = self._pending.get(key)
+            if queue:
+                batch = queue.popleft()
+                if not queue:
+                    del self._pending[key]
+                self._send(batch)
             try:
                 outcome = future.result()
             except DeliveryAborted:
                 continue
             self._apply(outcome)
-        self._start_pending()
-
-    def _start_pending(self) -> None:
-        while self._pending_batches and len(self._in_flight) < self._max_concurrent:
-            batch = self._pending_batches.popleft()
-            self._in_flight.add(self._pool.submit(self._sender.deliver, batch))
 
     def _apply(self, outcome: BatchOutcome) -> None:
         endpoint = outcome.batch.endpoint.name.lower()

@@ -10,7 +10,8 @@ import re
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
 # Seven or more digits, allowing the separators people type; keeps the last two digits.
-_PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+# Not inside a word, a topic name or an offset ("orders-4f03617", "[2]@1234567").
+_PHONE = re.compile(r"(?<![\w@\[\]-])\+?\d[\d\s().-]{5,}\d(?![\w-])")
 _API_KEY = re.compile(r"\b(pk_|Klaviyo-API-Key\s+)[A-Za-z0-9_]+")
 
 

@@ -55,6 +55,9 @@ class Runner:
         self._stop_requested = threading.Event()
         self._abort_delivery = threading.Event()
         self._fatal = False
+        # Set once the final commit is done: the revoke that close() triggers has nothing
+        # left to do and must not wait again.
+        self._stopping = False
         self._paused = False
         self.metrics = Metrics()
         port = settings.observability.metrics_port
@@ -185,6 +188,7 @@ class Runner:
                 "their offsets stay uncommitted and will be redelivered",
                 grace,
             )
+        self._stopping = True
         self._abort_delivery.set()
         self.pipeline.close()
         self._consumer.close()
@@ -214,7 +218,7 @@ class Runner:
 
     # -- consumer callbacks --------------------------------------------------------------
 
-    def _commit(self, ready: list[PartitionProgress], sync: bool) -> bool:
+    def _commit(self, ready: list[PartitionProgress], sync: bool) -> None:
         offsets = [
             TopicPartition(p.topic, p.partition, p.committable)
             for p in ready
@@ -223,23 +227,25 @@ class Runner:
         try:
             self._consumer.store_offsets(offsets=offsets)
             if sync:
-                self._consumer.commit(asynchronous=False)
+                self._acknowledge(self._consumer.commit(asynchronous=False))
             else:
-                # Failures arrive in _on_commit, which asks for a new commit.
+                # Confirmations arrive in _on_commit.
                 self._consumer.commit(asynchronous=True)
         except KafkaException as exc:
             code = exc.args[0].code() if exc.args else None
-            if code == KafkaError._NO_OFFSET:
-                return True
-            # Not fatal (a broker restart, a rebalance): the next turn commits again.
-            log.warning("commit failed: %s", exc)
-            return False
-        return True
+            if code != KafkaError._NO_OFFSET:
+                # Not fatal (a broker restart, a rebalance): the next turn commits again.
+                log.warning("commit failed: %s", exc)
 
-    def _on_commit(self, error: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None and error.code() != KafkaError._NO_OFFSET:
             log.warning("commit failed: %s", error.str())
-            self.pipeline.commit_failed()
+        self._acknowledge(partitions)
+
+    def _acknowledge(self, partitions: list[TopicPartition] | None) -> None:
+        for tp in partitions or ():
+            if tp.error is None and tp.offset is not None and tp.offset >= 0:
+                self.pipeline.acknowledge(tp.topic, tp.partition or 0, tp.offset)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.pipeline.assign((tp.topic, tp.partition) for tp in partitions)
@@ -249,7 +255,7 @@ class Runner:
         log.info("assigned %s", _names(partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._fatal:
+        if self._fatal or self._stopping:
             return
         timeout = min(self._settings.delivery.shutdown_grace_s, 30.0)
         self.pipeline.revoke(((tp.topic, tp.partition) for tp in partitions), timeout)

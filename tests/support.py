@@ -11,9 +11,18 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from consumer.devstack.inspect import committed_offsets, group_lag, read_topic
+from consumer.devstack.produce import produce_orders
+from consumer.samples import generated_orders
+
+if TYPE_CHECKING:
+    from consumer.devstack.kafka import LocalKafka
+    from tests.fixtures_emulator import RunningEmulator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,13 +211,17 @@ def owned_partitions(output: str, topic: str) -> set[int]:
     """Partitions of ``topic`` a consumer owned at the end of its log (assigned - revoked/lost).
 
     Reads the runner's ``assigned t[0],t[1]`` / ``revoked ...`` / ``lost ...`` lines, which
-    list incremental changes under the cooperative-sticky assignor.
+    list incremental changes under the cooperative-sticky assignor. Log lines are masked
+    (:func:`consumer.redact.mask`), so the topic may appear in its masked form.
     """
-    pattern = re.compile(rf"{re.escape(topic)}\[(\d+)\]")
+    from consumer.redact import mask
+
+    names = {topic, mask(topic)}
+    pattern = re.compile(r"([^\s,]+)\[(\d+)\]")
     owned: set[int] = set()
     for message in log_messages(output):
         verb = message.split(" ", 1)[0]
-        partitions = {int(p) for p in pattern.findall(message)}
+        partitions = {int(p) for name, p in pattern.findall(message) if name in names}
         if verb == "assigned":
             owned |= partitions
         elif verb in ("revoked", "lost"):
@@ -220,3 +233,115 @@ def kafka_properties(**properties: str | int) -> str:
     """``KAFKA_KLAVIYO_KAFKA__PROPERTIES`` value: librdkafka properties as JSON; pass
     ``session_timeout_ms=6000`` for ``session.timeout.ms``."""
     return json.dumps({key.replace("_", "."): value for key, value in properties.items()})
+
+
+class Stack:
+    """One topic, its dead-letter topic and consumer group, on a broker and an emulator
+    (``tests/integration/test_faults.py``, ``test_accounts.py``)."""
+
+    def __init__(
+        self,
+        broker: LocalKafka,
+        emulator: RunningEmulator,
+        topic: str,
+        tmp_path: Path,
+        *,
+        partitions: int = 3,
+        dead_letter_topic: str | None = None,
+    ) -> None:
+        self.broker = broker
+        self.klaviyo = emulator
+        self.topic = topic
+        self.partitions = partitions
+        self.dlq = dead_letter_topic or f"{topic}.dlq"
+        self.group_id = f"group-{uuid.uuid4().hex[:8]}"
+        self._tmp_path = tmp_path
+        broker.create_topic(topic, partitions=partitions)
+        if dead_letter_topic is None:
+            broker.create_topic(self.dlq, partitions=1)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return consumer_env(
+            bootstrap_servers=self.bootstrap,
+            base_url=self.klaviyo.base_url,
+            api_key=self.klaviyo.api_key,
+            topic=self.topic,
+            group_id=self.group_id,
+            dead_letter_topic=self.dlq,
+            **extra,
+        )
+
+    def consumer(self, name: str, **extra: str) -> ConsumerProcess:
+        log = self._tmp_path / f"consumer-{name}-{uuid.uuid4().hex[:6]}.log"
+        return ConsumerProcess(self.env(**extra), log)
+
+    def produce(self, count: int) -> list[dict[str, Any]]:
+        orders = list(generated_orders(count, prefix=self.topic))
+        produce_orders(self.bootstrap, self.topic, orders)
+        return orders
+
+    def lag(self) -> int:
+        return group_lag(self.bootstrap, self.group_id, self.topic)
+
+    def committed(self) -> dict[int, int]:
+        return committed_offsets(self.bootstrap, self.group_id, self.topic)
+
+    def accepted(self, account: str | None = None) -> int:
+        """Events the emulator has accepted (after its dedup), in all accounts or one."""
+        stats = self.klaviyo.client.stats()
+        if account is None:
+            return stats.accepted.get("events", 0)
+        return int(stats.accounts.get(account, {}).get("accepted", {}).get("events", 0))
+
+    def dead_letters(self) -> list[Any]:
+        return read_topic(self.bootstrap, self.dlq, timeout_s=5)
+
+    def assert_exactly_once(
+        self, orders: list[dict[str, Any]], *, rejections_injected: bool = False
+    ) -> None:
+        """Every expected event is in the emulator, each (metric, unique_id) exactly once."""
+        expected = expected_event_ids(orders)
+        got = [(e.metric, e.unique_id or "") for e in self.klaviyo.client.events()]
+        distinct = set(got)
+        missing = expected - distinct
+        unexpected = distinct - expected
+        twice = len(got) - len(distinct)
+        assert not missing and not unexpected and twice == 0, (
+            f"{len(missing)} expected events missing (e.g. {sorted(missing)[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {sorted(unexpected)[:3]}), "
+            f"{twice} counted twice; {len(got)} accepted of {len(expected)} expected"
+        )
+        stats = self.klaviyo.client.stats()
+        assert stats.accepted.get("events", 0) == len(expected)
+        # Every body was valid: nothing was refused as malformed and retried or lost.
+        assert sum(stats.validation_failures.values()) == 0, stats.validation_failures
+        if not rejections_injected:
+            assert stats.responses("events", 400) == 0
+
+
+def alive(consumer: ConsumerProcess) -> None:
+    """Fail with the consumer's log if it has exited."""
+    code = consumer.process.poll()
+    assert code is None, f"consumer exited with {code} mid-run:\n{consumer.output()[-5000:]}"
+
+
+def wait_until_alive(consumer: ConsumerProcess, predicate: Any, timeout_s: float, what: str) -> Any:
+    """wait_for that also fails at once (with the log) if the consumer died meanwhile."""
+
+    def check() -> Any:
+        alive(consumer)
+        return predicate()
+
+    return wait_for(check, timeout_s, what)
+
+
+def wait_for_commits(stack: Stack, consumer: ConsumerProcess, timeout_s: float, what: str) -> None:
+    """Wait until the group has committed everything; on timeout say where it stands."""
+    try:
+        wait_until_alive(consumer, lambda: stack.lag() == 0, timeout_s, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; committed {stack.committed()}, lag {stack.lag()}") from None
