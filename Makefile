@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit integration bench bench-translate clean
+.PHONY: install demo test lint typecheck unit integration bench bench-quick bench-translate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -34,6 +34,12 @@ integration: install
 
 test: lint typecheck ## ruff, mypy --strict and the whole pytest suite (integration on the real broker)
 	$(PY) -m pytest -q
+
+bench: bench-translate ## All benchmarks: figures and same-run ratios -> bench-results.json (~20 min)
+	$(PY) -m bench.e2e
+
+bench-quick: install ## A small smoke run of the end-to-end benchmarks (~3 min)
+	$(PY) -m bench.e2e --quick
 
 bench-translate: install ## Compiled registry vs hand-written OrderPlaced translation -> bench-results.json
 	$(PY) bench/translate.py
