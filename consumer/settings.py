@@ -186,7 +186,7 @@ class DeliverySettings(_Section):
     # Off only against an emulator without limits (benchmarks): Retry-After still applies.
     client_rate_limit: bool = True
     # In-flight messages (polled, not yet committed) above which partitions are paused.
-    max_in_flight_messages: int = Field(20_000, ge=1)
+    max_in_flight_messages: int = Field(10_000, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
