@@ -77,6 +77,10 @@ class Metrics:
         self.assigned_partitions = 0
         self.fatal = False
 
+    def total(self, name: str, **labels: str) -> float:
+        """Current value of one counter sample (for the closing log line)."""
+        return self.registry.get_sample_value(f"{name}_total", labels) or 0.0
+
     def polled(self) -> None:
         self.last_poll = time.monotonic()
 

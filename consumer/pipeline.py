@@ -85,8 +85,6 @@ class Pipeline:
         self._pending: dict[BatchKey, deque[Batch]] = {}
         self._max_concurrent = max_concurrent_requests
         self._closed = False
-        self.delivered_outputs = 0
-        self.dead_lettered_messages = 0
 
     # -- per message ---------------------------------------------------------------------
 
@@ -246,7 +244,6 @@ class Pipeline:
         for entry in outcome.delivered:
             for ticket in entry.tickets:
                 ticket.output_finished()
-            self.delivered_outputs += len(entry.tickets)
         for entry, error in outcome.rejected:
             for ticket in entry.tickets:
                 self._reject_output(ticket, error)
@@ -265,7 +262,6 @@ class Pipeline:
     ) -> None:
         self._budget.dead_lettered()
         ticket.dead_letter_sent = True
-        self.dead_lettered_messages += 1
         self._dead_lettered.inc()
         log.warning(
             "dead-lettering %s[%d]@%d at stage %s: %s",

@@ -26,6 +26,7 @@ from consumer.dead_letter import DeadLetterBudget, DeadLetterWriter
 from consumer.decode import Decoder
 from consumer.deliver.client import KlaviyoClient
 from consumer.deliver.sender import Backoff, Sender
+from consumer.endpoints import Endpoint
 from consumer.errors import AuthenticationError, DeadLetterError, KafkaKlaviyoError
 from consumer.messages import DEFAULT_ACCOUNT
 from consumer.metrics import Metrics, MetricsServer
@@ -198,9 +199,12 @@ class Runner:
         self.dead_letters.close()
         self._close_clients()
         log.info(
-            "stopped: %d outputs delivered, %d messages dead-lettered",
-            self.pipeline.delivered_outputs,
-            self.pipeline.dead_lettered_messages,
+            "stopped: %d items delivered, %d messages dead-lettered",
+            sum(
+                self.metrics.total("kafka_klaviyo_outputs_delivered", endpoint=e.name.lower())
+                for e in Endpoint
+            ),
+            self.metrics.total("kafka_klaviyo_messages", outcome="dead_lettered"),
         )
         return EXIT_OK
 
