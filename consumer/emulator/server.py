@@ -142,7 +142,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._write(single_error(413, f"The request body may not exceed {cap:,} bytes."))
             return None
-        return self.rfile.read(length) if length > 0 else b""
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:
+            # The client went away mid-body (a killed consumer): Klaviyo never sees such a
+            # request, so neither answer nor record it.
+            self.close_connection = True
+            return None
+        return body
 
     def _read_chunked(self, cap: int) -> bytes | None:
         parts: list[bytes] = []
@@ -164,7 +170,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._write(single_error(413, f"The request body may not exceed {cap:,} bytes."))
                 return None
-            parts.append(self.rfile.read(size))
+            chunk = self.rfile.read(size)
+            if len(chunk) < size:
+                self.close_connection = True  # cut off mid-body, as above
+                return None
+            parts.append(chunk)
             self.rfile.readline(3)
 
     def _write(self, response: Response) -> None:
@@ -174,9 +184,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(response.body)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if response.body:
-            self.wfile.write(response.body)
+        try:
+            self.end_headers()
+            if response.body:
+                self.wfile.write(response.body)
+        except OSError:
+            # The client hung up before reading its answer (killed mid-request); the
+            # request itself was complete and has been recorded, as Klaviyo would.
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines only (no headers: they carry the API key); debug level because a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -554,6 +555,28 @@ def test_keep_alive_reuses_one_connection(emulator: RunningEmulator) -> None:
             stream = response.extensions["network_stream"]
             local_ports.add(stream.get_extra_info("client_addr")[1])
     assert len(local_ports) == 1  # all five went over one kept-alive connection
+
+
+def test_a_body_cut_off_by_a_dying_client_is_neither_answered_nor_counted(
+    emulator: RunningEmulator, http: httpx.Client
+) -> None:
+    # A consumer killed mid-request leaves half a body behind; Klaviyo never sees a request.
+    body = one_event_body(unique_id="cut")
+    url = httpx.URL(emulator.base_url)
+    head = "".join(f"{k}: {v}\r\n" for k, v in emulator.headers(None).items())
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {EVENTS} HTTP/1.1\r\nHost: x\r\n{head}"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(65536) == b""  # closed without an answer, once the handler is done
+    assert post(http, emulator, one_event_body()).status_code == 202
+    stats = emulator.client.stats()
+    assert stats.validation_failures == {}
+    assert stats.responses("events", 400) == 0
+    assert [e.unique_id for e in emulator.client.events()] == ["1234"]
 
 
 def test_a_1000_event_request_is_fast(emulator: RunningEmulator, http: httpx.Client) -> None:
