@@ -30,7 +30,7 @@ from consumer.emulator import endpoints as ep
 from consumer.emulator.config import REVISION_FORMAT, EmulatorConfig, WindowLimits
 from consumer.emulator.faults import FaultBook, FaultRule
 from consumer.emulator.items import Item, field_pointer, field_view
-from consumer.emulator.limits import CheckContext, count_issue, run_checks
+from consumer.emulator.limits import CheckContext, body_strings_fit, count_issue, run_checks
 from consumer.emulator.ratelimit import Decision, FixedWindowLimiter
 from consumer.emulator.responses import (
     ApiError,
@@ -289,7 +289,11 @@ class EmulatorApp:
                 outcome.reason = "validation"
                 return invalid([(i.pointer, i.detail) for i in schema_issues])
         received_at = time.time()
-        ctx = CheckContext(now=datetime.now(UTC), received_at=received_at)
+        ctx = CheckContext(
+            now=datetime.now(UTC),
+            received_at=received_at,
+            strings_fit=body_strings_fit(request.body),
+        )
         issues = list(extracted.issues)
         issues += run_checks(extracted.items, ctx, endpoint.item_checks, endpoint.request_checks)
         if issues:
@@ -305,10 +309,12 @@ class EmulatorApp:
         for item in extracted.items:
             record = endpoint.record(item, body, received_at)
             record["account"] = account
-            key = endpoint.dedup_key(item, received_at) if endpoint.dedup_key else None
-            records.append((key, record))
+            records.append(record)
+        dedup_key = endpoint.dedup_key
+        keys = [dedup_key(item, received_at) if dedup_key else None for item in extracted.items]
         drop = _is_test_domain if self.config.drop_test_email_domains else None
-        self.state.commit(account, endpoint.name, records, drop)
+        # zip(): no (key, record) pair per item to allocate and keep.
+        self.state.commit(account, endpoint.name, zip(keys, records, strict=True), drop)
         if endpoint.returns_job:
             base = f"http://{request.headers.get('host', 'localhost')}"
             document = ep.job_document(endpoint, uuid.uuid4().hex[:20], len(extracted.items), base)

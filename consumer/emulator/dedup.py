@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from consumer.emulator.items import Item
+if TYPE_CHECKING:  # items imports this module, to work out each item's identity and key
+    from consumer.emulator.items import Item
 
 #: (identifier name, normalised value)
 ProfileIdentity = tuple[str, str]
@@ -60,27 +61,30 @@ def implicit_unique_id(attributes: Mapping[str, Any], received_at: float) -> str
     return moment.replace(microsecond=0).isoformat()
 
 
-def event_key(item: Item, received_at: float) -> EventKey | None:
-    """The dedup key of one event item; None if its profile has no identifier."""
-    identity = profile_identity(item.profile)
-    if identity is None:
-        return None
-    attributes = item.attributes
-    metric = _metric_name(attributes)
+def explicit_event_key(
+    identity: ProfileIdentity | None, metric: str, attributes: Mapping[str, Any]
+) -> EventKey | None:
+    """The dedup key of an event that has a ``unique_id``; None if it has none (the key then
+    depends on when the request arrived) or its profile has no identifier."""
     unique = attributes.get("unique_id")
-    if not isinstance(unique, str) or unique == "":
-        unique = implicit_unique_id(attributes, received_at)
+    if identity is None or not isinstance(unique, str) or unique == "":
+        return None
     return identity, metric, unique
 
 
-def _metric_name(attributes: Mapping[str, Any]) -> str:
+def event_key(item: Item, received_at: float) -> EventKey | None:
+    """The dedup key of one event item; None if its profile has no identifier."""
+    if item.key is not None:  # worked out at extraction: the event has a unique_id
+        return item.key
+    if item.identity is None:
+        return None
+    return item.identity, item.metric, implicit_unique_id(item.attributes, received_at)
+
+
+def metric_name(attributes: Mapping[str, Any]) -> str:
+    """The metric name of an event's ``attributes`` ("" if missing or not a string)."""
     metric = attributes.get("metric")
     data = metric.get("data") if isinstance(metric, dict) else None
     attrs = data.get("attributes") if isinstance(data, dict) else None
     name = attrs.get("name") if isinstance(attrs, dict) else None
     return name if isinstance(name, str) else ""
-
-
-def metric_name(item: Item) -> str:
-    """The metric name of an event item ("" if missing)."""
-    return _metric_name(item.attributes)

@@ -77,7 +77,7 @@ def record_event(item: Item, body: Any, received_at: float) -> dict[str, Any]:
     properties = attributes.get("properties")
     return {
         "profile": profile,
-        "metric": dedup.metric_name(item),
+        "metric": item.metric,
         "unique_id": attributes.get("unique_id"),
         "time": time if isinstance(time, str) else _iso(received_at),
         "value": attributes.get("value"),
@@ -125,10 +125,6 @@ def record_catalog_item(item: Item, body: Any, received_at: float) -> dict[str, 
     }
 
 
-def _event_key(item: Item, received_at: float) -> Hashable | None:
-    return dedup.event_key(item, received_at)
-
-
 _BULK_SMALL = WindowLimits(burst=10, steady=150)
 _BULK_LARGE = WindowLimits(burst=75, steady=750)
 
@@ -146,13 +142,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         extract=extract_events,
         item_checks=(
             limits.check_strings,
+            limits.check_profile_strings,
             limits.check_phone,
             limits.check_profile_identified,
             limits.check_metric_name,
             limits.check_event_time,
         ),
         request_checks=(limits.duplicate_events,),
-        dedup_key=_event_key,
+        dedup_key=dedup.event_key,
         record=record_event,
     ),
     Endpoint(

@@ -23,7 +23,7 @@ import orjson
 import phonenumbers
 
 from consumer.emulator import pointer as jp
-from consumer.emulator.dedup import EventKey, event_key, parse_time, profile_identity
+from consumer.emulator.dedup import EventKey, event_key, parse_time
 from consumer.emulator.items import Issue, Item
 
 MAX_STRING_BYTES = 100_000
@@ -36,14 +36,30 @@ LATEST_EVENT_AHEAD = timedelta(days=365)
 
 @dataclass(frozen=True, slots=True)
 class CheckContext:
-    """What checks may depend on besides the item: the clock and the request."""
+    """What checks may depend on besides the item: the clock and the request.
+
+    ``strings_fit``: the raw body shows that no string in it exceeds
+    :data:`MAX_STRING_BYTES` (see :func:`body_strings_fit`): :func:`run_checks` then skips
+    the string checks, which would walk every string of every item to find nothing.
+    """
 
     now: datetime
     received_at: float
+    strings_fit: bool = False
 
 
 ItemCheck = Callable[[Item, CheckContext], Iterable[Issue]]
 RequestCheck = Callable[[Sequence[Item], CheckContext], Iterable[Issue]]
+
+#: Item checks whose issues depend only on ``item.profile`` and ``item.profile_pointer``.
+_PROFILE_CHECKS: set[ItemCheck] = set()
+
+
+def profile_check(check: ItemCheck) -> ItemCheck:
+    """Mark ``check`` as looking only at the item's profile: :func:`run_checks` runs it once
+    per profile rather than once per event of the profile's group."""
+    _PROFILE_CHECKS.add(check)
+    return check
 
 
 def count_issue(count: int, limit: int, array_pointer: str, noun: str) -> Issue | None:
@@ -73,6 +89,32 @@ def _string_too_long(value: str, limit: int) -> bool:
     if len(value) > limit:
         return True
     return len(value.encode("utf-8", "surrogatepass")) > limit
+
+
+def body_strings_fit(raw: bytes, limit: int = MAX_STRING_BYTES) -> bool:
+    """True if no string in ``raw``, a JSON body that parsed, can exceed ``limit`` bytes.
+
+    Decoded, a string never takes more UTF-8 bytes than it is written with between its quotes
+    (an escape decodes to fewer bytes than it spells), so a string over ``limit`` bytes lies in
+    a run of more than ``limit`` bytes without a string delimiter. Such a run holds a positive
+    multiple of ``limit``: measuring the run around each of those positions finds every long
+    run. A few searches per body instead of a walk of every string of every item. False only
+    means "maybe": the walk then decides.
+    """
+    if b"\\" in raw:
+        # Blank out escaped backslashes, then escaped quotes (same length, so positions hold):
+        # every '"' left delimits a string. Backslashes occur only in strings, and a run of
+        # them pairs up from its start, as replace() does.
+        raw = raw.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    size = len(raw)
+    for position in range(limit, size, limit):
+        if raw[position] == 0x22:  # a delimiter, in no run
+            continue
+        end = raw.find(b'"', position)
+        run = (end if end >= 0 else size) - raw.rfind(b'"', 0, position) - 1
+        if run > limit:
+            return False
+    return True
 
 
 def _any_oversized(node: Any, limit: int) -> bool:
@@ -109,12 +151,21 @@ def oversized_strings(node: Any, base: str, limit: int = MAX_STRING_BYTES) -> It
 
 
 def check_strings(item: Item, ctx: CheckContext) -> Iterator[Issue]:
-    """No string in the item (or in its profile) may exceed 100 KB."""
+    """No string in the item may exceed 100 KB."""
     yield from oversized_strings(item.resource, item.pointer)
+
+
+@profile_check
+def check_profile_strings(item: Item, ctx: CheckContext) -> Iterator[Issue]:
+    """No string in the item's profile, when that is not the item itself, may exceed 100 KB."""
     if item.profile is not None and item.profile is not item.resource and item.profile_pointer:
         yield from oversized_strings(item.profile, item.profile_pointer)
 
 
+_STRING_CHECKS = frozenset({check_strings, check_profile_strings})
+
+
+@profile_check
 def check_phone(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """A profile's ``phone_number`` must be a valid E.164 number."""
     if item.profile is None or item.profile_pointer is None:
@@ -128,9 +179,10 @@ def check_phone(item: Item, ctx: CheckContext) -> Iterator[Issue]:
         )
 
 
+@profile_check
 def check_profile_identified(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """A profile needs at least one identifier (email, phone_number, external_id, id...)."""
-    if item.profile is not None and profile_identity(item.profile) is None:
+    if item.profile is not None and item.identity is None:
         yield Issue(
             jp.join(item.profile_pointer or item.pointer, ("attributes",)),
             "A profile identifier is required: one of email, phone_number, external_id or id.",
@@ -154,11 +206,7 @@ def check_event_time(item: Item, ctx: CheckContext) -> Iterator[Issue]:
 
 def check_metric_name(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """An event needs a metric name (the schema says so too; this holds without it)."""
-    metric = item.attributes.get("metric")
-    data = metric.get("data") if isinstance(metric, dict) else None
-    attributes = data.get("attributes") if isinstance(data, dict) else None
-    name = attributes.get("name") if isinstance(attributes, dict) else None
-    if not isinstance(name, str) or not name:
+    if not item.metric:  # missing, empty or not a string
         yield Issue(
             jp.join(item.pointer, ("attributes", "metric", "data", "attributes", "name")),
             "'name' is required.",
@@ -193,7 +241,7 @@ def duplicate_events(items: Sequence[Item], ctx: CheckContext) -> Iterator[Issue
                 "this request.",
             )
         else:
-            seen[key] = item.index
+            seen[key] = item.position
 
 
 def run_checks(
@@ -204,8 +252,21 @@ def run_checks(
 ) -> list[Issue]:
     """All issues, each pointer once, in body order."""
     found: dict[str, Issue] = {}
+    if ctx.strings_fit:
+        item_checks = tuple(check for check in item_checks if check not in _STRING_CHECKS)
+    # An item whose profile is the previous item's (same group) skips the profile checks:
+    # they would only find the same issues at the same pointers again.
+    item_only = tuple(check for check in item_checks if check not in _PROFILE_CHECKS)
+    previous: Item | None = None
     for item in items:
-        for check in item_checks:
+        same_profile = (
+            previous is not None
+            and item.profile is previous.profile
+            and bool(item.profile_pointer)
+            and item.profile_pointer == previous.profile_pointer
+        )
+        previous = item
+        for check in item_only if same_profile else item_checks:
             for issue in check(item, ctx):
                 found.setdefault(issue.pointer, issue)
     for request_check in request_checks:

@@ -211,6 +211,24 @@ def test_ingestion_limits_point_at_each_bad_item(
     ]
 
 
+def test_long_strings_are_found_however_they_are_written(
+    emulator: RunningEmulator, http: httpx.Client
+) -> None:
+    # The emulator clears most bodies from their raw bytes; a long string, escaped or not,
+    # must still get its issue, once for a profile that several events share.
+    body = events_body(
+        group({"email": "a@shop.io", "first_name": "x" * 100_001}, event("o-1"), event("o-2")),
+        group({"email": "b@shop.io"}, event("o-3", properties={"q": '"' * 100_000})),
+        group({"email": "c@shop.io"}, event("o-4", properties={"q": "\\" * 100_001})),
+    )
+    response = post(http, emulator, body)
+    assert response.status_code == 400
+    assert pointers(response) == [
+        f"{GROUPS}/0/attributes/profile/data/attributes/first_name",
+        f"{GROUPS}/2/attributes/events/data/0/attributes/properties/q",
+    ]
+
+
 def test_bodies_over_5_mb_are_refused(emulator: RunningEmulator, http: httpx.Client) -> None:
     big = events_body(
         *(

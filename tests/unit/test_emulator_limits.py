@@ -144,6 +144,26 @@ def test_a_profile_without_identifier_is_refused() -> None:
     assert [p for p, _ in check_events(doc)] == [f"{EVENTS}/0/attributes/profile/data/attributes"]
 
 
+def test_profile_issues_come_once_per_group_in_body_order() -> None:
+    # The profile checks run once per group; groups without any profile share one empty
+    # mapping, and each still gets its own issue.
+    doc = body(
+        ({"email": "a@b.io", "phone_number": "555"}, [event("1", time="x"), event("2")]),
+        ({}, [event("3")]),
+        ({}, [event("4"), event("5", time="y")]),
+    )
+    groups = doc["data"]["attributes"]["events-bulk-create"]["data"]
+    for group in groups[1:]:
+        del group["attributes"]["profile"]
+    assert [p for p, _ in check_events(doc)] == [
+        f"{EVENTS}/0/attributes/profile/data/attributes/phone_number",
+        f"{EVENTS}/0/attributes/events/data/0/attributes/time",
+        f"{EVENTS}/1/attributes/profile/data/attributes",
+        f"{EVENTS}/2/attributes/profile/data/attributes",
+        f"{EVENTS}/2/attributes/events/data/1/attributes/time",
+    ]
+
+
 def test_extraction_reports_structure_problems_instead_of_failing() -> None:
     assert extract_events({}).issues[0].pointer == "/data"
     broken = extract_events({"data": {"attributes": {"events-bulk-create": {"data": {}}}}})
