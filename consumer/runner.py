@@ -12,6 +12,7 @@ stops at once with one line, commits nothing more, and exits 3.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -148,6 +149,7 @@ class Runner:
             on_lost=self._on_lost,
         )
         log.info("consuming %s as group %s", ",".join(kafka.topics), kafka.group_id)
+        tune_garbage_collector()
         server = self._metrics_server
         if server is not None:
             server.start()
@@ -321,3 +323,22 @@ def klaviyo_clients(settings: Settings) -> dict[str, KlaviyoClient]:
 
 def _names(partitions: list[TopicPartition]) -> str:
     return ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
+
+#: Objects allocated (net) between young-generation collections; CPython's default is 700.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Fit CPython's collector to a stream processor; call once startup is done.
+
+    What startup built (the compiled registry, schemas, phone metadata, clients) lives as long
+    as the process, so it is frozen out of every later collection. Each message allocates
+    dozens of short-lived objects that reference counting frees; at the default threshold
+    the collector still runs every few messages and promotes whatever happens to be in
+    flight. A higher young threshold lets them die first (``make bench``, scenario (a):
+    about 2 us less CPU per event of ~55; memory is unchanged, cycles are rare here).
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
