@@ -35,7 +35,7 @@ integration: install
 test: lint typecheck ## ruff, mypy --strict and the whole pytest suite (integration on the real broker)
 	$(PY) -m pytest -q
 
-bench: bench-translate ## All benchmarks: figures and same-run ratios -> bench-results.json (~20 min)
+bench: bench-translate ## All benchmarks: figures and same-run ratios -> bench-results.json (~10 min)
 	$(PY) -m bench.e2e
 
 bench-quick: install ## A small smoke run of the end-to-end benchmarks (~3 min)

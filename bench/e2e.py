@@ -31,7 +31,7 @@ Customers use example.com addresses and the emulator runs with ``--drop-test-ema
 Klaviyo accepts and drops them): every event is validated, deduplicated and counted, but the
 emulator does not keep millions of records in memory.
 
-    python -m bench.e2e             # the full run (15-17 minutes on 2 cores)
+    python -m bench.e2e             # the full run (about 9 minutes on 2 cores)
     python -m bench.e2e --quick     # a smoke run of each scenario (about 3 minutes)
     python -m bench.e2e --only a    # one scenario (a, b, c; comma-separated)
 
