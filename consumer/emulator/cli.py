@@ -181,7 +181,7 @@ def emulator_command(
 
     # A 1,000-event body parses into ~10,000 objects that live for the whole request; at
     # CPython's default young threshold (700) they are walked and promoted many times over
-    # and trigger full collections (measured: 40% of the emulator's CPU per event). The
+    # and trigger full collections (measured: a third of the emulator's CPU per event). The
     # validators built at startup are frozen out of collections altogether.
     gc.freeze()
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
