@@ -18,13 +18,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install the package with its dev tools
 
 demo: install ## Local Kafka + Klaviyo emulator + the guide's sample orders, end to end
-	$(PY) -m consumer demo
+	$(PY) -m kafka_klaviyo_dev demo
 
 lint: install
-	$(VENV)/bin/ruff check consumer tests bench
+	$(VENV)/bin/ruff check consumer kafka_klaviyo_dev tests bench
 
 typecheck: install
-	$(VENV)/bin/mypy --strict consumer
+	$(VENV)/bin/mypy --strict consumer kafka_klaviyo_dev
 
 unit: install
 	$(PY) -m pytest -q tests/unit

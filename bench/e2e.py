@@ -23,7 +23,7 @@ bench's GIL and distort the figures):
     works through a backlog of 1,000,000 messages; target <= 300 MB.
 
 Messages are OrderPlaced events in Avro single-object encoding, like the demo's: a thousand
-order templates from :func:`consumer.samples.generated_orders` are encoded once with
+order templates from :func:`kafka_klaviyo_dev.samples.generated_orders` are encoded once with
 fixed-width placeholders, and each message patches a unique order id, a customer number and
 that customer's phone number (one customer per two orders on average, so phone caches see
 realistic hit rates) into the bytes: a million distinct messages take seconds, not minutes.
@@ -128,9 +128,9 @@ class OrderMessages:
     """Distinct OrderPlaced messages made cheaply from a few encoded templates."""
 
     def __init__(self, templates: int = _TEMPLATES) -> None:
-        from consumer.encode import encode_single_object
-        from consumer.samples import generated_orders
         from consumer.schemas import SchemaCatalog
+        from kafka_klaviyo_dev.encode import encode_single_object
+        from kafka_klaviyo_dev.samples import generated_orders
 
         catalog = SchemaCatalog.load()
         self.templates: list[Template] = []
@@ -227,7 +227,7 @@ def run_translator(catalog: Any) -> tuple[Any, str]:
     try:
         from consumer.registry.registry import registry_from_config
     except ImportError:
-        from consumer.translate import OrderTranslator
+        from kafka_klaviyo_dev.handwritten import OrderTranslator
 
         return OrderTranslator(), "hand-written OrderTranslator"
     return registry_from_config(None, catalog=catalog), "compiled registry, default rules"
@@ -287,10 +287,10 @@ def measure_floor(values: Sequence[bytes], keep_bodies: int = 30) -> Floor:
 
 def emulator_capacity(bodies: Sequence[bytes], *, validate: bool) -> float:
     """Events per second one emulator thread ingests (same bodies, rate limits off)."""
-    from consumer.demo import find_openapi_spec
-    from consumer.emulator.app import Request
-    from consumer.emulator.config import EmulatorConfig, RateLimitSettings
-    from consumer.emulator.server import EmulatorServer
+    from kafka_klaviyo_dev.demo import find_openapi_spec
+    from kafka_klaviyo_dev.emulator.app import Request
+    from kafka_klaviyo_dev.emulator.config import EmulatorConfig, RateLimitSettings
+    from kafka_klaviyo_dev.emulator.server import EmulatorServer
 
     server = EmulatorServer(
         EmulatorConfig(
@@ -414,7 +414,7 @@ def _memory_kb(pid: int) -> dict[str, int]:
 
 
 class EmulatorProcess:
-    """``python -m consumer emulator`` on a free port."""
+    """``python -m kafka_klaviyo_dev emulator`` on a free port."""
 
     def __init__(
         self,
@@ -424,7 +424,7 @@ class EmulatorProcess:
         validate: bool,
         rate_limit_override: str | None = None,
     ) -> None:
-        from consumer.demo import find_openapi_spec
+        from kafka_klaviyo_dev.demo import find_openapi_spec
 
         spec = find_openapi_spec() if validate else None
         if validate and spec is None:
@@ -433,7 +433,7 @@ class EmulatorProcess:
         command = [
             sys.executable,
             "-m",
-            "consumer",
+            "kafka_klaviyo_dev",
             "emulator",
             "--port",
             "0",
@@ -460,7 +460,7 @@ class EmulatorProcess:
             raise RuntimeError(f"the emulator did not start: {log_path.read_text()[-2000:]}")
         self.base_url = line.rsplit("ready at ", 1)[1].strip()
         self.cpu_at_ready = self.cpu_seconds()
-        from consumer.emulator.client import EmulatorClient
+        from kafka_klaviyo_dev.emulator.client import EmulatorClient
 
         self.client = EmulatorClient(self.base_url, timeout=30.0)
 
@@ -609,8 +609,8 @@ class Bench:
     # -- preparation ----------------------------------------------------------------------
 
     def prepare(self, scenarios: str) -> None:
-        from consumer.devstack.kafka import LocalKafka
-        from consumer.devstack.produce import produce_values
+        from kafka_klaviyo_dev.kafka import LocalKafka
+        from kafka_klaviyo_dev.produce import produce_values
 
         started = time.monotonic()
         print("preparing: order templates", flush=True)

@@ -37,9 +37,9 @@ if str(REPO) not in sys.path:
 from consumer.decode import DecodedRecord  # noqa: E402
 from consumer.messages import Operation  # noqa: E402
 from consumer.registry import load_registry  # noqa: E402
-from consumer.samples import generated_orders  # noqa: E402
 from consumer.schemas import SchemaCatalog  # noqa: E402
-from consumer.translate import OrderTranslator  # noqa: E402
+from kafka_klaviyo_dev.handwritten import OrderTranslator  # noqa: E402
+from kafka_klaviyo_dev.samples import generated_orders  # noqa: E402
 
 TARGET_RATIO = 1.3
 LINES = 3

@@ -14,10 +14,9 @@ from pathlib import Path
 import click
 
 from consumer import __version__
-from consumer.errors import ConfigError, DevstackError
+from consumer.errors import ConfigError
+from consumer.exit_codes import EXIT_CONFIG
 from consumer.logs import configure_logging
-
-EXIT_CONFIG = 2
 
 _CONFIG_OPTION = click.option(
     "--config",
@@ -67,44 +66,6 @@ def run(config_file: Path | None) -> None:
     os._exit(code)
 
 
-@cli.command()
-@click.option(
-    "--orders",
-    default=300,
-    show_default=True,
-    type=click.IntRange(0, 100_000),
-    help="Generated orders to send besides the guide's order 1234.",
-)
-@click.option(
-    "--timeout",
-    default=180.0,
-    show_default=True,
-    type=click.FloatRange(1),
-    help="Seconds to wait for every event to reach the emulator.",
-)
-def demo(orders: int, timeout: float) -> None:
-    """Run the whole pipeline locally and show what Klaviyo received.
-
-    Starts a local Kafka broker (Apache Kafka jars from Maven Central; needs Java 17+ and
-    Maven) and the Klaviyo emulator, produces the guide's sample order 1234 and generated
-    orders, runs the consumer until all are delivered, prints a summary and stops everything.
-    """
-    from consumer.demo import run_demo
-
-    configure_logging("WARNING")
-    try:
-        sys.exit(run_demo(orders=orders, timeout_s=timeout))
-    except (DevstackError, ConfigError) as exc:
-        click.echo(f"kafka-klaviyo demo: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-
-
-def _register_emulator() -> None:
-    from consumer.emulator.cli import emulator_command
-
-    cli.add_command(emulator_command, "emulator")
-
-
 def _fail_config(exc: ConfigError) -> None:
     click.echo(f"kafka-klaviyo: configuration error: {exc}", err=True)
     sys.exit(EXIT_CONFIG)
@@ -117,7 +78,6 @@ def _register_registry() -> None:
     cli.add_command(translate_command, "translate")
 
 
-_register_emulator()
 _register_registry()
 
 

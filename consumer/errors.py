@@ -18,8 +18,7 @@ boundary where they happen (``raise ... from exc``) so callers only ever see the
     │   ├── TransientDeliveryError    408/429/5xx/timeout/connection: retry, never dead-letter
     │   ├── BadRequestError           400 and other 4xx: narrowed to the offending items
     │   └── AuthenticationError       401/403: fatal, stop with one clear line
-    ├── DeadLetterError        dead-letter topic not writable: fatal, commit nothing past it
-    └── DevstackError          the local Kafka / emulator could not be prepared or started
+    └── DeadLetterError        dead-letter topic not writable: fatal, commit nothing past it
 
 Messages never contain API keys, e-mail addresses or phone numbers: callers pass masked values.
 """
@@ -150,7 +149,3 @@ class AuthenticationError(DeliveryError):
 
 class DeadLetterError(KafkaKlaviyoError):
     """The dead-letter topic could not be written, or the dead-letter limit was passed."""
-
-
-class DevstackError(KafkaKlaviyoError):
-    """The local Kafka broker or Klaviyo emulator could not be prepared or started."""

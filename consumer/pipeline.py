@@ -25,22 +25,40 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import Any, Protocol
 
 from consumer.batch import Batch, Batcher
 from consumer.commit import MessageTicket, OffsetTracker, PartitionProgress
 from consumer.dead_letter import DeadLetterBudget, DeadLetterWriter
-from consumer.decode import Decoder
+from consumer.decode import DecodedRecord, Decoder
 from consumer.deliver.sender import BatchOutcome, DeliveryAborted, Sender
 from consumer.endpoints import Endpoint
 from consumer.errors import MessageError, RejectedItemError
+from consumer.messages import Operation
 from consumer.metrics import Metrics
 from consumer.routing import AccountRouter
-from consumer.translate import Translator
 
 log = logging.getLogger(__name__)
 
 BatchKey = tuple[str, Endpoint, str | None]
+
+
+class Translator(Protocol):
+    """Turns one decoded record into the Klaviyo operations it implies (the compiled rules)."""
+
+    @property
+    def mapped_records(self) -> frozenset[str]:
+        """Full names of the Avro records this translator maps."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """Identifies the rules in force (the ``dlq.registry.version`` header)."""
+        ...
+
+    def translate(self, record: DecodedRecord) -> list[Operation]:
+        """Operations for ``record``; raises TranslationError or UnmappedRecordError."""
+        ...
 # Stores and commits the offsets; confirmations come back through Pipeline.acknowledge.
 CommitFn = Callable[[list[PartitionProgress], bool], None]
 

@@ -31,12 +31,11 @@ from consumer.endpoints import Endpoint
 from consumer.errors import AuthenticationError, DeadLetterError, KafkaKlaviyoError
 from consumer.messages import DEFAULT_ACCOUNT
 from consumer.metrics import Metrics, MetricsServer
-from consumer.pipeline import Pipeline
+from consumer.pipeline import Pipeline, Translator
 from consumer.registry import registry_from_config
 from consumer.routing import AccountRouter
 from consumer.schemas import SchemaCatalog
 from consumer.settings import Settings
-from consumer.translate import Translator
 
 log = logging.getLogger(__name__)
 

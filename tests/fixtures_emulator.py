@@ -25,7 +25,12 @@ from typing import Any
 
 import pytest
 
-from consumer.emulator import EmulatorClient, EmulatorConfig, EmulatorServer, RateLimitSettings
+from kafka_klaviyo_dev.emulator import (
+    EmulatorClient,
+    EmulatorConfig,
+    EmulatorServer,
+    RateLimitSettings,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 #: key -> account. Fake keys: nothing secret, and never valid against the real Klaviyo.

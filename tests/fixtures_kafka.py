@@ -2,7 +2,7 @@
 
 Registered from ``tests/conftest.py`` with ``pytest_plugins = ["tests.fixtures_kafka"]``.
 
-* ``kafka_broker`` (session): one started :class:`~consumer.devstack.LocalKafka`, shared by
+* ``kafka_broker`` (session): one started :class:`~kafka_klaviyo_dev.kafka.LocalKafka`, shared by
   every test; its work dir (config, ``broker.log``, data) lives under pytest's basetemp so a
   failed run can be inspected.
 * ``topic_name`` (function): a topic name no other test uses, so tests sharing the broker
@@ -21,8 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumer.devstack.kafka import LocalKafka, require_tools
-from consumer.errors import DevstackError
+from kafka_klaviyo_dev.errors import DevstackError
+from kafka_klaviyo_dev.kafka import LocalKafka, require_tools
 
 
 def _fail_without_tools() -> None:

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from consumer.devstack.inspect import committed_offsets, group_lag, read_topic
-from consumer.devstack.produce import produce_orders
-from consumer.samples import generated_orders
+from kafka_klaviyo_dev.inspect import committed_offsets, group_lag, read_topic
+from kafka_klaviyo_dev.produce import produce_orders
+from kafka_klaviyo_dev.samples import generated_orders
 
 if TYPE_CHECKING:
-    from consumer.devstack.kafka import LocalKafka
+    from kafka_klaviyo_dev.kafka import LocalKafka
     from tests.fixtures_emulator import RunningEmulator
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from consumer.devstack.inspect import read_topic
-from consumer.devstack.kafka import LocalKafka
-from consumer.devstack.produce import produce_orders
-from consumer.samples import generated_orders
+from kafka_klaviyo_dev.inspect import read_topic
+from kafka_klaviyo_dev.kafka import LocalKafka
+from kafka_klaviyo_dev.produce import produce_orders
+from kafka_klaviyo_dev.samples import generated_orders
 from tests.fixtures_emulator import RunningEmulator
 from tests.support import (
     Stack,

@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from consumer.emulator import EmulatorClient, RateLimitSettings, WindowLimits
+from kafka_klaviyo_dev.emulator import EmulatorClient, RateLimitSettings, WindowLimits
 from tests.fixtures_emulator import REPO, RunningEmulator
 
 pytestmark = pytest.mark.integration
@@ -477,7 +477,7 @@ def test_clear_faults_and_fault_listing(emulator: RunningEmulator, http: httpx.C
 
 
 def test_bad_fault_descriptions_are_refused(emulator: RunningEmulator) -> None:
-    from consumer.emulator.client import EmulatorControlError
+    from kafka_klaviyo_dev.emulator.client import EmulatorControlError
 
     with pytest.raises(EmulatorControlError, match="unknown endpoint"):
         emulator.client.fail_with_status(503, endpoint="/api/nope")
@@ -632,7 +632,7 @@ def test_cli_serves_until_sigterm_and_never_prints_keys(klaviyo_spec_path: Path)
         [
             sys.executable,
             "-m",
-            "consumer.emulator",
+            "kafka_klaviyo_dev.emulator",
             "--port",
             "0",
             "--spec",

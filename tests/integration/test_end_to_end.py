@@ -16,11 +16,11 @@ import httpx
 import orjson
 import pytest
 
-from consumer.devstack.inspect import committed_offsets, group_lag, read_topic
-from consumer.devstack.produce import produce_orders, produce_values
-from consumer.encode import encode_single_object
-from consumer.samples import expected_events, generated_orders, guide_order
 from consumer.schemas import SchemaCatalog
+from kafka_klaviyo_dev.encode import encode_single_object
+from kafka_klaviyo_dev.inspect import committed_offsets, group_lag, read_topic
+from kafka_klaviyo_dev.produce import produce_orders, produce_values
+from kafka_klaviyo_dev.samples import expected_events, generated_orders, guide_order
 from tests.support import ConsumerProcess, consumer_env, free_port, wait_for
 
 pytestmark = pytest.mark.integration

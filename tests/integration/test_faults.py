@@ -24,15 +24,15 @@ from typing import Any
 
 import pytest
 
-from consumer.devstack.inspect import read_topic
-from consumer.devstack.kafka import LocalKafka
-from consumer.devstack.produce import produce_orders, produce_values
-from consumer.emulator import RateLimitSettings
-from consumer.emulator.config import WindowLimits
-from consumer.encode import encode_single_object
 from consumer.redact import mask
-from consumer.samples import generated_orders
 from consumer.schemas import SchemaCatalog
+from kafka_klaviyo_dev.emulator import RateLimitSettings
+from kafka_klaviyo_dev.emulator.config import WindowLimits
+from kafka_klaviyo_dev.encode import encode_single_object
+from kafka_klaviyo_dev.inspect import read_topic
+from kafka_klaviyo_dev.kafka import LocalKafka
+from kafka_klaviyo_dev.produce import produce_orders, produce_values
+from kafka_klaviyo_dev.samples import generated_orders
 from tests.fixtures_emulator import RunningEmulator
 from tests.support import (
     RssMonitor,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from consumer.devstack.kafka import LocalKafka
+from kafka_klaviyo_dev.kafka import LocalKafka
 
 pytestmark = pytest.mark.integration
 

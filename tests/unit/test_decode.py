@@ -23,13 +23,6 @@ from fastavro import schemaless_writer
 from fastavro.schema import parse_schema
 
 from consumer.decode import DecodedRecord, Decoder, RegistryUnavailableError
-from consumer.encode import (
-    encode_confluent,
-    encode_single_object,
-    record_subject,
-    register_schemas,
-    topic_subject,
-)
 from consumer.errors import (
     ConfigError,
     MessageError,
@@ -39,6 +32,13 @@ from consumer.errors import (
     UnmappedRecordError,
 )
 from consumer.schemas import SchemaCatalog
+from kafka_klaviyo_dev.encode import (
+    encode_confluent,
+    encode_single_object,
+    record_subject,
+    register_schemas,
+    topic_subject,
+)
 
 REPO_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 EMAIL = "john.smith@test.com"

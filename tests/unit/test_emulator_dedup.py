@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from consumer.emulator.dedup import event_key, implicit_unique_id, profile_identity
-from consumer.emulator.items import extract_events
+from kafka_klaviyo_dev.emulator.dedup import event_key, implicit_unique_id, profile_identity
+from kafka_klaviyo_dev.emulator.items import extract_events
 
 RECEIVED = datetime(2026, 3, 1, 12, 0, 0, 700000, tzinfo=UTC).timestamp()
 

@@ -8,8 +8,14 @@ from typing import Any
 
 import pytest
 
-from consumer.emulator.endpoints import lookup
-from consumer.emulator.faults import FaultBook, FaultRule, FaultSpecError, ItemMatch, resolve
+from kafka_klaviyo_dev.emulator.endpoints import lookup
+from kafka_klaviyo_dev.emulator.faults import (
+    FaultBook,
+    FaultRule,
+    FaultSpecError,
+    ItemMatch,
+    resolve,
+)
 
 
 class Clock:

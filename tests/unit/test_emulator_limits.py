@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from consumer.emulator.endpoints import BY_NAME
-from consumer.emulator.items import (
+from kafka_klaviyo_dev.emulator.endpoints import BY_NAME
+from kafka_klaviyo_dev.emulator.items import (
     extract_catalog_items,
     extract_events,
     extract_profiles,
     field_pointer,
     field_view,
 )
-from consumer.emulator.limits import CheckContext, count_issue, is_e164, run_checks
+from kafka_klaviyo_dev.emulator.limits import CheckContext, count_issue, is_e164, run_checks
 
 NOW = datetime(2026, 7, 20, 12, 0, tzinfo=UTC)
 CTX = CheckContext(now=NOW, received_at=NOW.timestamp())

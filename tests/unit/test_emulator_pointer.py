@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.emulator import pointer as jp
+from kafka_klaviyo_dev.emulator import pointer as jp
 
 
 def test_pointer_names_every_token_from_the_root() -> None:

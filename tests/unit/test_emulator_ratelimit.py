@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from consumer.emulator.config import WindowLimits
-from consumer.emulator.ratelimit import FixedWindowLimiter
+from kafka_klaviyo_dev.emulator.config import WindowLimits
+from kafka_klaviyo_dev.emulator.ratelimit import FixedWindowLimiter
 
 
 class Clock:

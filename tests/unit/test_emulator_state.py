@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumer.emulator.state import EmulatorState
+from kafka_klaviyo_dev.emulator.state import EmulatorState
 
 
 class Clock:

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.emulator.endpoints import BY_NAME
-from consumer.emulator.items import extract_events
-from consumer.emulator.limits import (
+from kafka_klaviyo_dev.emulator.endpoints import BY_NAME
+from kafka_klaviyo_dev.emulator.items import extract_events
+from kafka_klaviyo_dev.emulator.limits import (
     MAX_STRING_BYTES,
     CheckContext,
     body_strings_fit,

@@ -17,14 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.emulator.endpoints import ENDPOINTS
-from consumer.emulator.validation import (
+from consumer.errors import ConfigError
+from kafka_klaviyo_dev.emulator.endpoints import ENDPOINTS
+from kafka_klaviyo_dev.emulator.validation import (
     OperationValidator,
     SpecValidators,
     resolve_refs,
     validators_for,
 )
-from consumer.errors import ConfigError
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "nullable string": {"type": "string", "nullable": True},

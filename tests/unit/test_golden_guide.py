@@ -21,12 +21,12 @@ import pytest
 
 from consumer.bodies import EncodedItem, body_format
 from consumer.decode import DecodedRecord
-from consumer.emulator.validation import SpecValidators, validators_for
 from consumer.endpoints import Endpoint
 from consumer.messages import EventPayload, Operation
 from consumer.registry import CompiledRegistry, load_registry
-from consumer.samples import guide_order
 from consumer.schemas import SchemaCatalog
+from kafka_klaviyo_dev.emulator.validation import SpecValidators, validators_for
+from kafka_klaviyo_dev.samples import guide_order
 
 # --- the guide's data, as it prints it ---------------------------------------------------------
 

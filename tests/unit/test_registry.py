@@ -10,8 +10,8 @@ import pytest
 from consumer.errors import ConfigError
 from consumer.registry import CompiledRegistry, RegistryError, load_registry
 from consumer.registry.expressions import ExprSyntaxError, parse, unparse
-from consumer.samples import guide_order
 from consumer.schemas import SchemaCatalog
+from kafka_klaviyo_dev.samples import guide_order
 from tests.unit.test_registry_translate import record
 
 

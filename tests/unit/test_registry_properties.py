@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.decode import DecodedRecord
-from consumer.emulator.validation import SpecValidators
 from consumer.errors import TranslationError
 from consumer.messages import EventPayload, Operation
 from consumer.registry import load_registry
 from consumer.schemas import SchemaCatalog
-from consumer.translate import OrderTranslator
+from kafka_klaviyo_dev.emulator.validation import SpecValidators
+from kafka_klaviyo_dev.handwritten import OrderTranslator
 from tests.unit.test_golden_guide import spec_issues, spec_validators  # noqa: F401 - fixture
 
 CATALOG = SchemaCatalog.load()

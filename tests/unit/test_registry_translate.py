@@ -23,9 +23,9 @@ from consumer.registry.functions import (
     rt_number_repeats,
     rt_string,
 )
-from consumer.samples import generated_orders, guide_order
 from consumer.schemas import SchemaCatalog
-from consumer.translate import OrderTranslator
+from kafka_klaviyo_dev.handwritten import OrderTranslator
+from kafka_klaviyo_dev.samples import generated_orders, guide_order
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -5,8 +5,8 @@ import pytest
 from consumer.decode import DecodedRecord
 from consumer.endpoints import Endpoint
 from consumer.errors import TranslationError, UnmappedRecordError
-from consumer.samples import generated_orders, guide_order
-from consumer.translate import OrderTranslator
+from kafka_klaviyo_dev.handwritten import OrderTranslator
+from kafka_klaviyo_dev.samples import generated_orders, guide_order
 
 
 def _record(data, name="shop.events.OrderPlaced"):

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import httpx
 
-from consumer.emulator.endpoints import lookup
-from consumer.errors import DevstackError
+from kafka_klaviyo_dev.emulator.endpoints import lookup
+from kafka_klaviyo_dev.errors import DevstackError
 
 FaultKind = Literal["status", "latency", "timeout", "rate_limit_storm", "reject_items"]
 _UNSET: Any = object()
@@ -249,7 +249,7 @@ class EmulatorClient:
         match: Mapping[str, Any] | None = None,
         detail: str | None = None,
     ) -> str:
-        """Add a fault rule (see :mod:`consumer.emulator.faults`); returns its id."""
+        """Add a fault rule (see :mod:`kafka_klaviyo_dev.emulator.faults`); returns its id."""
         doc: dict[str, Any] = {"kind": kind}
         for key, value in (
             ("endpoint", endpoint),

@@ -1,4 +1,4 @@
-"""``kafka-klaviyo emulator``: serve the Klaviyo emulator in the foreground.
+"""``python -m kafka_klaviyo_dev emulator``: serve the Klaviyo emulator in the foreground.
 
 Prints one line with the URL when ready (stdout), a note on schema validation (stderr), and
 stops cleanly on SIGTERM or SIGINT. API keys are never printed, only account names.
@@ -17,15 +17,15 @@ from types import FrameType
 
 import click
 
-from consumer.emulator.config import (
+from consumer.errors import KafkaKlaviyoError
+from kafka_klaviyo_dev.emulator.config import (
     DEFAULT_REVISION,
     EmulatorConfig,
     RateLimitSettings,
     WindowLimits,
 )
-from consumer.emulator.endpoints import lookup
-from consumer.emulator.server import EmulatorServer
-from consumer.errors import KafkaKlaviyoError
+from kafka_klaviyo_dev.emulator.endpoints import lookup
+from kafka_klaviyo_dev.emulator.server import EmulatorServer
 
 _LIMIT = re.compile(r"^(?P<endpoint>[^=]+)=(?P<burst>\d+)/(?P<steady>\d+)$")
 
@@ -195,6 +195,6 @@ def emulator_command(
     click.echo("Klaviyo emulator stopped", err=True)
 
 
-def main() -> None:  # pragma: no cover - convenience for ``python -m consumer.emulator``
+def main() -> None:  # pragma: no cover - convenience for ``python -m kafka_klaviyo_dev.emulator``
     """Run the command standalone."""
-    emulator_command(prog_name="python -m consumer.emulator")
+    emulator_command(prog_name="python -m kafka_klaviyo_dev.emulator")

@@ -1,6 +1,6 @@
-"""``kafka-klaviyo demo``: the whole pipeline on this machine, end to end.
+"""``make demo``: the whole pipeline on this machine, end to end.
 
-Starts a local Kafka broker (:mod:`consumer.devstack`) and the Klaviyo emulator, produces the
+Starts a local Kafka broker (:mod:`kafka_klaviyo_dev.kafka`) and the Klaviyo emulator, produces the
 guide's order 1234 and generated orders, runs one consumer until the emulator has every
 expected event, prints what Klaviyo received and stops everything.
 """
@@ -13,15 +13,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from consumer.devstack.inspect import TopicRecord, group_lag, read_topic
-from consumer.devstack.kafka import LocalKafka
-from consumer.devstack.produce import produce_orders
-from consumer.emulator.client import AcceptedEvent, EmulatorClient
-from consumer.emulator.config import EmulatorConfig, RateLimitSettings
-from consumer.emulator.server import EmulatorServer
-from consumer.errors import DevstackError
 from consumer.runner import Runner
-from consumer.samples import (
+from consumer.settings import Settings
+from kafka_klaviyo_dev.emulator.client import AcceptedEvent, EmulatorClient
+from kafka_klaviyo_dev.emulator.config import EmulatorConfig, RateLimitSettings
+from kafka_klaviyo_dev.emulator.server import EmulatorServer
+from kafka_klaviyo_dev.errors import DevstackError
+from kafka_klaviyo_dev.inspect import TopicRecord, group_lag, read_topic
+from kafka_klaviyo_dev.kafka import LocalKafka
+from kafka_klaviyo_dev.produce import produce_orders
+from kafka_klaviyo_dev.samples import (
     GENERATED_EMAIL_DOMAIN,
     GUIDE_EMAIL,
     GUIDE_ORDER_ID,
@@ -29,7 +30,6 @@ from consumer.samples import (
     generated_orders,
     guide_order,
 )
-from consumer.settings import Settings
 
 TOPIC = "shop.events"
 DEAD_LETTER_TOPIC = "shop.events.dlq"

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from consumer.emulator import dedup, limits
-from consumer.emulator.config import WindowLimits
-from consumer.emulator.items import (
+from kafka_klaviyo_dev.emulator import dedup, limits
+from kafka_klaviyo_dev.emulator.config import WindowLimits
+from kafka_klaviyo_dev.emulator.items import (
     Extracted,
     Item,
     extract_catalog_items,
     extract_events,
     extract_profiles,
 )
-from consumer.emulator.limits import ItemCheck, RequestCheck
+from kafka_klaviyo_dev.emulator.limits import ItemCheck, RequestCheck
 
 MB = 1_000_000
 KB = 1_000

@@ -36,8 +36,8 @@ import orjson
 from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from consumer.emulator import pointer as jp
 from consumer.errors import ConfigError
+from kafka_klaviyo_dev.emulator import pointer as jp
 
 #: Keywords that assert nothing (annotations); OAS30Validator ignores them as well.
 _ANNOTATIONS = frozenset(

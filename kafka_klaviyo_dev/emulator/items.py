@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from consumer.emulator import pointer as jp
-from consumer.emulator.dedup import (
+from kafka_klaviyo_dev.emulator import pointer as jp
+from kafka_klaviyo_dev.emulator.dedup import (
     EventKey,
     ProfileIdentity,
     explicit_event_key,
@@ -48,9 +48,9 @@ class Item(NamedTuple):
         profile_pointer: JSON pointer of ``profile``.
         group_backfill: events only: the ``backfill`` flag of the profile group.
         identity: the identifier that names ``profile`` (see
-            :func:`~consumer.emulator.dedup.profile_identity`); None without one.
+            :func:`~kafka_klaviyo_dev.emulator.dedup.profile_identity`); None without one.
         metric: events only: the metric name ("" if missing or not a string).
-        key: events only: the dedup key (see :func:`~consumer.emulator.dedup.event_key`)
+        key: events only: the dedup key (see :func:`~kafka_klaviyo_dev.emulator.dedup.event_key`)
             when it does not depend on when the request arrived: the event has a
             ``unique_id`` and its profile an identifier.
 

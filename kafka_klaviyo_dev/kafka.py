@@ -40,7 +40,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumer.errors import DevstackError
+from kafka_klaviyo_dev.errors import DevstackError
 
 __all__ = [
     "DEFAULT_KAFKA_VERSION",
@@ -108,7 +108,7 @@ _POM_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 _LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by consumer.devstack.kafka: WARN and up, plus the "Kafka Server started" line. -->
+<!-- Written by kafka_klaviyo_dev.kafka: WARN and up, plus the "Kafka Server started" line. -->
 <Configuration status="WARN">
   <Appenders>
     <Console name="STDOUT" target="SYSTEM_OUT">

@@ -1,7 +1,8 @@
 """The request pipeline: what happens to one request, in the order Klaviyo would do it.
 
 Transport-neutral: :class:`EmulatorApp` takes a :class:`Request` and returns a
-:class:`~consumer.emulator.responses.Response`; :mod:`consumer.emulator.server` does the HTTP.
+:class:`~kafka_klaviyo_dev.emulator.responses.Response`;
+:mod:`kafka_klaviyo_dev.emulator.server` does the HTTP.
 
 For an ``/api/...`` bulk endpoint::
 
@@ -26,13 +27,19 @@ from typing import Any
 
 import orjson
 
-from consumer.emulator import endpoints as ep
-from consumer.emulator.config import REVISION_FORMAT, EmulatorConfig, WindowLimits
-from consumer.emulator.faults import FaultBook, FaultRule
-from consumer.emulator.items import Item, field_pointer, field_view
-from consumer.emulator.limits import CheckContext, body_strings_fit, count_issue, run_checks
-from consumer.emulator.ratelimit import Decision, FixedWindowLimiter
-from consumer.emulator.responses import (
+from consumer.errors import ConfigError
+from kafka_klaviyo_dev.emulator import endpoints as ep
+from kafka_klaviyo_dev.emulator.config import REVISION_FORMAT, EmulatorConfig, WindowLimits
+from kafka_klaviyo_dev.emulator.faults import FaultBook, FaultRule
+from kafka_klaviyo_dev.emulator.items import Item, field_pointer, field_view
+from kafka_klaviyo_dev.emulator.limits import (
+    CheckContext,
+    body_strings_fit,
+    count_issue,
+    run_checks,
+)
+from kafka_klaviyo_dev.emulator.ratelimit import Decision, FixedWindowLimiter
+from kafka_klaviyo_dev.emulator.responses import (
     ApiError,
     Response,
     empty,
@@ -41,9 +48,8 @@ from consumer.emulator.responses import (
     json_response,
     single_error,
 )
-from consumer.emulator.state import EmulatorState
-from consumer.emulator.validation import SpecValidators
-from consumer.errors import ConfigError
+from kafka_klaviyo_dev.emulator.state import EmulatorState
+from kafka_klaviyo_dev.emulator.validation import SpecValidators
 
 logger = logging.getLogger(__name__)
 

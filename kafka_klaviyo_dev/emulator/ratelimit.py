@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from consumer.emulator.config import WindowLimits
+from kafka_klaviyo_dev.emulator.config import WindowLimits
 
 BURST_WINDOW = 1.0
 STEADY_WINDOW = 60.0

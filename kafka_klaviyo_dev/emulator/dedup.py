@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # items imports this module, to work out each item's identity and key
-    from consumer.emulator.items import Item
+    from kafka_klaviyo_dev.emulator.items import Item
 
 #: (identifier name, normalised value)
 ProfileIdentity = tuple[str, str]

@@ -13,12 +13,12 @@ Modules, one job each::
     items       where the items are in a body       dedup       Klaviyo's event identity
     ratelimit   burst/steady fixed windows          faults      injected faults
     state       accepted data and counters          responses   Klaviyo error documents
-    pointer     JSON pointers                       cli         ``kafka-klaviyo emulator``
+    pointer     JSON pointers                       cli         ``... emulator`` command
 """
 
-from consumer.emulator.client import AcceptedEvent, EmulatorClient, EmulatorStats
-from consumer.emulator.config import EmulatorConfig, RateLimitSettings, WindowLimits
-from consumer.emulator.server import EmulatorServer
+from kafka_klaviyo_dev.emulator.client import AcceptedEvent, EmulatorClient, EmulatorStats
+from kafka_klaviyo_dev.emulator.config import EmulatorConfig, RateLimitSettings, WindowLimits
+from kafka_klaviyo_dev.emulator.server import EmulatorServer
 
 __all__ = [
     "AcceptedEvent",

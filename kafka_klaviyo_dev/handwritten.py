@@ -1,10 +1,9 @@
-"""Translate decoded records into Klaviyo operations.
+"""A hand-written translation of ``shop.events.OrderPlaced``, for tests and benchmarks only.
 
-:class:`Translator` is the interface the pipeline calls. :class:`OrderTranslator` is the
-hand-written translation of ``shop.events.OrderPlaced`` into the guide's Placed Order event
-plus one Ordered Product event per line, in Klaviyo's current API. The declarative
-translation registry replaces it as the default; it stays as the reference the registry's
-benchmark compares against.
+:class:`OrderTranslator` turns an order into the guide's Placed Order event plus one Ordered
+Product event per line, in Klaviyo's current API, as plain Python. The service translates with
+its compiled rules; this stays as the oracle the rules are tested against and the baseline
+their benchmark compares with.
 """
 
 from __future__ import annotations
@@ -12,32 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from consumer.decode import DecodedRecord
 from consumer.endpoints import Endpoint
 from consumer.errors import TranslationError, UnmappedRecordError
 from consumer.messages import EventPayload, JSONDict, Operation
 from consumer.phones import NOT_VALID, to_e164
-
-
-class Translator(Protocol):
-    """Turns one decoded record into the Klaviyo operations it implies."""
-
-    @property
-    def mapped_records(self) -> frozenset[str]:
-        """Full names of the Avro records this translator maps."""
-        ...
-
-    @property
-    def version(self) -> str:
-        """Identifies the rules in force (the ``dlq.registry.version`` header)."""
-        ...
-
-    def translate(self, record: DecodedRecord) -> list[Operation]:
-        """Operations for ``record``; raises TranslationError or UnmappedRecordError."""
-        ...
-
 
 ORDER_PLACED = "shop.events.OrderPlaced"
 

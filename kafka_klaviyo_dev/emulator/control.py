@@ -10,7 +10,7 @@ Plain JSON over HTTP so that a test in another process can drive the emulator::
     GET    /__emulator/requests                recent request summaries (?limit=)
     POST   /__emulator/reset                   forget data, counters, faults, rate windows
     GET    /__emulator/faults                  active fault rules
-    POST   /__emulator/faults                  add a rule (JSON, see consumer.emulator.faults)
+    POST   /__emulator/faults                  add a rule (JSON, see emulator.faults)
     DELETE /__emulator/faults                  clear every rule (releases held requests)
     DELETE /__emulator/faults/<id>             remove one rule
 
@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 
-from consumer.emulator import endpoints as ep
-from consumer.emulator.app import EmulatorApp, Request
-from consumer.emulator.faults import FaultRule, FaultSpecError
-from consumer.emulator.responses import Response, json_response, single_error
+from kafka_klaviyo_dev.emulator import endpoints as ep
+from kafka_klaviyo_dev.emulator.app import EmulatorApp, Request
+from kafka_klaviyo_dev.emulator.faults import FaultRule, FaultSpecError
+from kafka_klaviyo_dev.emulator.responses import Response, json_response, single_error
 
 PREFIX = "/__emulator"
 

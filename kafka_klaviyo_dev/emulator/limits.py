@@ -1,9 +1,9 @@
 """Klaviyo's ingestion limits, the rules the OpenAPI schema cannot express.
 
-Each check takes items (see :mod:`consumer.emulator.items`) and returns :class:`Issue` values
-whose pointers name the offending field inside the offending item. Klaviyo refuses the whole
-request when any of these fail; the pointers let a client drop exactly the bad items and resend
-the rest.
+Each check takes items (see :mod:`kafka_klaviyo_dev.emulator.items`) and returns
+:class:`Issue` values whose pointers name the offending field inside the offending item.
+Klaviyo refuses the whole request when any of these fail; the pointers let a client drop
+exactly the bad items and resend the rest.
 
 Sizes are counted in bytes of UTF-8 and in decimal units (5 MB = 5,000,000 bytes, 100 KB =
 100,000 bytes): Klaviyo does not say which unit it means, and the stricter reading keeps a
@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 import phonenumbers
 
-from consumer.emulator import pointer as jp
-from consumer.emulator.dedup import EventKey, event_key, parse_time
-from consumer.emulator.items import Issue, Item
+from kafka_klaviyo_dev.emulator import pointer as jp
+from kafka_klaviyo_dev.emulator.dedup import EventKey, event_key, parse_time
+from kafka_klaviyo_dev.emulator.items import Issue, Item
 
 MAX_STRING_BYTES = 100_000
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")

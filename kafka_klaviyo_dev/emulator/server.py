@@ -1,4 +1,4 @@
-"""The HTTP/1.1 server around :class:`~consumer.emulator.app.EmulatorApp`.
+"""The HTTP/1.1 server around :class:`~kafka_klaviyo_dev.emulator.app.EmulatorApp`.
 
 The standard library's ``ThreadingHTTPServer`` is enough: a thread per connection, keep-alive
 with ``protocol_version = "HTTP/1.1"``, and no dependency to add. The emulator's work per
@@ -28,13 +28,13 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from consumer.emulator import endpoints as ep
-from consumer.emulator.app import EmulatorApp, Request
-from consumer.emulator.config import EmulatorConfig
-from consumer.emulator.control import PREFIX, ControlApi
-from consumer.emulator.responses import Response, single_error
-from consumer.emulator.validation import validators_for
-from consumer.errors import DevstackError
+from kafka_klaviyo_dev.emulator import endpoints as ep
+from kafka_klaviyo_dev.emulator.app import EmulatorApp, Request
+from kafka_klaviyo_dev.emulator.config import EmulatorConfig
+from kafka_klaviyo_dev.emulator.control import PREFIX, ControlApi
+from kafka_klaviyo_dev.emulator.responses import Response, single_error
+from kafka_klaviyo_dev.emulator.validation import validators_for
+from kafka_klaviyo_dev.errors import DevstackError
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from consumer.encode import encode_single_object
-from consumer.errors import DevstackError
 from consumer.schemas import SchemaCatalog
+from kafka_klaviyo_dev.encode import encode_single_object
+from kafka_klaviyo_dev.errors import DevstackError
 
 
 def produce_values(
