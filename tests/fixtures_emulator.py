@@ -10,7 +10,8 @@ Registered with ``pytest_plugins = ["tests.fixtures_emulator"]`` (or
   off, reset (data, counters, faults, windows) before each test so tests stay independent and
   fast. Yields a :class:`RunningEmulator` (URL, API keys per account, control client).
 * ``emulator_factory`` (function): builds extra emulators with other settings (rate limits on,
-  no spec...), each stopped when the test ends.
+  no spec...), each stopped when the test ends; ``clock=ManualClock()`` gives one whose time
+  (Retry-After debts, fault expiry, rate-limit windows) moves only when the test steps it.
 
 Two accounts exist by default, ``acme`` and ``beta``, each with its own key.
 """
@@ -18,6 +19,7 @@ Two accounts exist by default, ``acme`` and ``beta``, each with its own key.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,8 +106,28 @@ def klaviyo_spec_path() -> Path:
     return path
 
 
-def _start(config: EmulatorConfig) -> RunningEmulator:
-    server = EmulatorServer(config)
+class ManualClock:
+    """Monotonic seconds that move only when the test says so (``advance``): an emulator
+    built with it answers by the test's time, not the machine's, so no test sleeps to let a
+    fault expire or a Retry-After pass, and no rate-limit window ends mid-test."""
+
+    def __init__(self, start: float = 600.0) -> None:
+        # The start of a one-second and a one-minute rate-limit window: a test has the whole
+        # of both before either ends.
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+def _start(config: EmulatorConfig, clock: Callable[[], float] | None = None) -> RunningEmulator:
+    server = EmulatorServer(config) if clock is None else EmulatorServer(config, clock=clock)
     url = server.start()
     return RunningEmulator(server, EmulatorClient(url), url, dict(config.api_keys))
 
@@ -145,13 +167,14 @@ def emulator_factory(
     """``emulator_factory(**config_fields)``: a new emulator, stopped after the test.
 
     Defaults: the two test accounts, the spec, validation on, rate limits ON (Klaviyo's
-    numbers). Pass ``spec_path=None`` to run without the spec.
+    numbers). Pass ``spec_path=None`` to run without the spec, ``clock=ManualClock()`` for an
+    emulator on the test's time.
     """
     started: list[RunningEmulator] = []
     base = EmulatorConfig(api_keys=DEFAULT_API_KEYS, spec_path=klaviyo_spec_path)
 
-    def make(**fields: Any) -> RunningEmulator:
-        running = _start(replace(base, **fields))
+    def make(clock: Callable[[], float] | None = None, **fields: Any) -> RunningEmulator:
+        running = _start(replace(base, **fields), clock)
         started.append(running)
         return running
 

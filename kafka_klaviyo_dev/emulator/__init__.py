@@ -13,19 +13,30 @@ Modules, one job each::
     items       where the items are in a body       dedup       Klaviyo's event identity
     ratelimit   burst/steady fixed windows          faults      injected faults
     state       accepted data and counters          responses   Klaviyo error documents
+    final_state the end state (consent, catalog, profiles)
     pointer     JSON pointers                       cli         ``... emulator`` command
 """
 
-from kafka_klaviyo_dev.emulator.client import AcceptedEvent, EmulatorClient, EmulatorStats
+from kafka_klaviyo_dev.emulator.client import (
+    AcceptedEvent,
+    CatalogItemState,
+    ConsentState,
+    EmulatorClient,
+    EmulatorStats,
+    ProfileState,
+)
 from kafka_klaviyo_dev.emulator.config import EmulatorConfig, RateLimitSettings, WindowLimits
 from kafka_klaviyo_dev.emulator.server import EmulatorServer
 
 __all__ = [
     "AcceptedEvent",
+    "CatalogItemState",
+    "ConsentState",
     "EmulatorClient",
     "EmulatorConfig",
     "EmulatorServer",
     "EmulatorStats",
+    "ProfileState",
     "RateLimitSettings",
     "WindowLimits",
 ]

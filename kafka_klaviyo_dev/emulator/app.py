@@ -85,6 +85,9 @@ class EmulatorApp:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        #: The clock of Retry-After debts, fault expiry and rate-limit windows (monotonic
+        #: seconds); tests pass a manual one to step time instead of sleeping.
+        self.clock = clock
         self.validators = validators if config.validate else None
         self.state = EmulatorState(
             config.accounts, request_log_size=config.request_log_size, clock=clock

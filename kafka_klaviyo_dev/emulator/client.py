@@ -84,6 +84,114 @@ class AcceptedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsentState:
+    """Where one person's consent on one list and channel ended (``GET /__emulator/consent``).
+
+    ``consent`` is ``SUBSCRIBED`` or ``UNSUBSCRIBED``: the last accepted Subscribe or
+    Unsubscribe item for (account, list, channel, person). ``history`` lists every accepted
+    item for that key, oldest first (``endpoint``, ``seq``, ``consent``).
+    """
+
+    account: str
+    list_id: str | None
+    channel: str
+    person: str
+    consent: str
+    types: tuple[str, ...]
+    seq: int
+    history: tuple[Mapping[str, Any], ...]
+
+    @property
+    def subscribed(self) -> bool:
+        """True if the last accepted item subscribed the person."""
+        return self.consent == "SUBSCRIBED"
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ConsentState:
+        """From one entry of ``GET /__emulator/consent``."""
+        return cls(
+            account=str(doc["account"]),
+            list_id=doc.get("list_id"),
+            channel=str(doc["channel"]),
+            person=str(doc["person"]),
+            consent=str(doc["consent"]),
+            types=tuple(doc.get("types") or ()),
+            seq=int(doc.get("seq") or 0),
+            history=tuple(doc.get("history") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItemState:
+    """Where one catalog item ended (``GET /__emulator/catalog-items``).
+
+    ``exists`` is False once the last accepted operation on the item was a delete;
+    ``operation`` is that last operation (``create``, ``update`` or ``delete``) and
+    ``attributes`` the item's latest attributes (kept, for a deleted item, as they were).
+    """
+
+    account: str
+    id: str
+    exists: bool
+    operation: str
+    attributes: Mapping[str, Any]
+    relationships: Mapping[str, Any] | None
+    seq: int
+    history: tuple[Mapping[str, Any], ...]
+
+    @property
+    def deleted(self) -> bool:
+        """True if the last accepted operation deleted the item."""
+        return not self.exists
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> CatalogItemState:
+        """From one entry of ``GET /__emulator/catalog-items``."""
+        return cls(
+            account=str(doc["account"]),
+            id=str(doc["id"]),
+            exists=bool(doc["exists"]),
+            operation=str(doc.get("operation", "")),
+            attributes=doc.get("attributes") or {},
+            relationships=doc.get("relationships"),
+            seq=int(doc.get("seq") or 0),
+            history=tuple(doc.get("history") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileState:
+    """One imported profile as the last accepted import left it (``GET /__emulator/profiles``).
+
+    ``identifier`` names the identifier the profile is known by (``email``, ``phone_number``,
+    ``external_id`` or ``id``) and ``value`` its value (e-mail addresses lower-cased).
+    """
+
+    account: str
+    identifier: str
+    value: str
+    id: str | None
+    attributes: Mapping[str, Any]
+    lists: tuple[str, ...]
+    seq: int
+    history: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ProfileState:
+        """From one entry of ``GET /__emulator/profiles``."""
+        return cls(
+            account=str(doc["account"]),
+            identifier=str(doc["identifier"]),
+            value=str(doc["value"]),
+            id=doc.get("id"),
+            attributes=doc.get("attributes") or {},
+            lists=tuple(str(x) for x in doc.get("lists") or ()),
+            seq=int(doc.get("seq") or 0),
+            history=tuple(doc.get("history") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class EmulatorStats:
     """The emulator's counters (``GET /__emulator/stats``); dicts are keyed by endpoint name
     (``events``, ``profile_import``, ``subscribe``, ``unsubscribe``, ``catalog_create``...)."""
@@ -218,6 +326,69 @@ class EmulatorClient:
             "GET", f"/items/{name}", params={"account": account}
         )
         return data
+
+    # --- the state Klaviyo would end in (kafka_klaviyo_dev.emulator.final_state) -------------
+
+    def consent(
+        self,
+        *,
+        account: str | None = None,
+        list_id: str | None = None,
+        channel: str | None = None,
+        person: str | None = None,
+    ) -> list[ConsentState]:
+        """Final consent per (account, list, channel, person), optionally narrowed (``person``
+        is an e-mail address or a phone number; e-mails compare case-insensitively)."""
+        data = self._call(
+            "GET",
+            "/consent",
+            params={"account": account, "list_id": list_id, "channel": channel, "person": person},
+        )
+        return [ConsentState.from_json(d) for d in data]
+
+    def consent_of(
+        self, list_id: str, person: str, channel: str = "email", *, account: str | None = None
+    ) -> str | None:
+        """``SUBSCRIBED`` or ``UNSUBSCRIBED`` for one person on one list and channel; None if
+        no Subscribe or Unsubscribe of them was accepted."""
+        found = self.consent(account=account, list_id=list_id, channel=channel, person=person)
+        if len(found) > 1:
+            raise EmulatorControlError(
+                f"{len(found)} accounts hold consent for that person: pass account="
+            )
+        return found[0].consent if found else None
+
+    def catalog_items(
+        self, *, account: str | None = None, item_id: str | None = None
+    ) -> list[CatalogItemState]:
+        """Final catalog items per (account, item id) (ids like ``$custom:::$default:::42``)."""
+        data = self._call("GET", "/catalog-items", params={"account": account, "id": item_id})
+        return [CatalogItemState.from_json(d) for d in data]
+
+    def catalog_item(self, item_id: str, *, account: str | None = None) -> CatalogItemState | None:
+        """One catalog item's final state; None if no operation on it was accepted."""
+        found = self.catalog_items(account=account, item_id=item_id)
+        if len(found) > 1:
+            raise EmulatorControlError(
+                f"{len(found)} accounts hold item {item_id!r}: pass account="
+            )
+        return found[0] if found else None
+
+    def profiles(
+        self,
+        *,
+        account: str | None = None,
+        identifier: str | None = None,
+        value: str | None = None,
+    ) -> list[ProfileState]:
+        """Final imported profiles per (account, identifier), optionally narrowed
+        (``identifier="email", value="a@shop.io"``)."""
+        data = self._call(
+            "GET",
+            "/profiles",
+            params={"account": account, "identifier": identifier, "value": value},
+        )
+        return [ProfileState.from_json(d) for d in data]
 
     def stats(self) -> EmulatorStats:
         """Every counter."""

@@ -6,6 +6,11 @@ Plain JSON over HTTP so that a test in another process can drive the emulator::
     GET    /__emulator/config                  accounts, revision, validation, limits (no keys)
     GET    /__emulator/events                  accepted events (?account= &metric= &unique_id=)
     GET    /__emulator/items/<endpoint>        accepted items of any endpoint (?account=)
+    GET    /__emulator/consent                 final consent per account, list, channel, person
+                                               (?account= &list_id= &channel= &person=)
+    GET    /__emulator/catalog-items           final catalog items (?account= &id=)
+    GET    /__emulator/profiles                final imported profiles
+                                               (?account= &identifier= &value=)
     GET    /__emulator/stats                   counters
     GET    /__emulator/requests                recent request summaries (?limit=)
     POST   /__emulator/reset                   forget data, counters, faults, rate windows
@@ -13,6 +18,9 @@ Plain JSON over HTTP so that a test in another process can drive the emulator::
     POST   /__emulator/faults                  add a rule (JSON, see emulator.faults)
     DELETE /__emulator/faults                  clear every rule (releases held requests)
     DELETE /__emulator/faults/<id>             remove one rule
+
+The three final-state read-backs replay accepted items in acceptance order, the way Klaviyo
+would end up (see :mod:`kafka_klaviyo_dev.emulator.final_state`).
 
 Answers are ``{"data": ...}``; failures use Klaviyo's error document shape.
 """
@@ -46,6 +54,9 @@ class ControlApi:
             ("GET", "health"): self._health,
             ("GET", "config"): self._config,
             ("GET", "events"): self._events,
+            ("GET", "consent"): self._consent,
+            ("GET", "catalog-items"): self._catalog_items,
+            ("GET", "profiles"): self._profiles,
             ("GET", "stats"): self._stats,
             ("GET", "requests"): self._requests,
             ("POST", "reset"): self._reset,
@@ -129,6 +140,43 @@ class ControlApi:
             return error
         return json_response(200, {"data": self.app.state.records(endpoint.name, account)})
 
+    def _filtered(
+        self,
+        request: Request,
+        view: Callable[[str | None], list[dict[str, Any]]],
+        filters: Mapping[str, bool],
+    ) -> Response:
+        """A final-state view for ``?account=``, narrowed by ``filters``: query parameter (the
+        entry field of the same name) -> whether it compares case-insensitively (people)."""
+        account, error = self._account_param(request)
+        if error is not None:
+            return error
+        wanted: dict[str, tuple[str, bool]] = {}
+        for name, fold in filters.items():
+            value = request.param(name)
+            if value is not None:
+                wanted[name] = (value.lower() if fold else value, fold)
+
+        def keep(entry: Mapping[str, Any]) -> bool:
+            for name, (value, fold) in wanted.items():
+                have = str(entry.get(name))
+                if (have.lower() if fold else have) != value:
+                    return False
+            return True
+
+        return json_response(200, {"data": [e for e in view(account) if keep(e)]})
+
+    def _consent(self, request: Request) -> Response:
+        filters = {"list_id": False, "channel": True, "person": True}
+        return self._filtered(request, self.app.state.consent, filters)
+
+    def _catalog_items(self, request: Request) -> Response:
+        return self._filtered(request, self.app.state.catalog_items, {"id": False})
+
+    def _profiles(self, request: Request) -> Response:
+        filters = {"identifier": False, "value": True}
+        return self._filtered(request, self.app.state.profiles, filters)
+
     def _stats(self, request: Request) -> Response:
         return json_response(200, {"data": self.app.state.stats()})
 
@@ -147,7 +195,8 @@ class ControlApi:
     # --- faults ------------------------------------------------------------------------------
 
     def _faults(self, request: Request) -> Response:
-        return json_response(200, {"data": [r.to_json() for r in self.app.faults.rules()]})
+        now = self.app.clock()
+        return json_response(200, {"data": [r.to_json(now) for r in self.app.faults.rules()]})
 
     def _add_fault(self, request: Request) -> Response:
         try:
@@ -163,7 +212,7 @@ class ControlApi:
         if rule.account is not None and rule.account not in self.app.config.accounts:
             return single_error(400, f"Unknown account {rule.account!r}.")
         self.app.faults.add(rule)
-        return json_response(201, {"data": rule.to_json()})
+        return json_response(201, {"data": rule.to_json(self.app.clock())})
 
     def _clear_faults(self, request: Request) -> Response:
         cleared = len(self.app.faults.rules())

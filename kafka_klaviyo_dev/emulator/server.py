@@ -96,8 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
-        arrived = time.monotonic()
         emulator = self.server.emulator
+        arrived = emulator.app.clock()
         url = urlsplit(self.path)
         body = self._read_body(emulator.config.max_request_bytes)
         if body is None:
@@ -207,7 +207,11 @@ class EmulatorServer:
     >>> server.stop()
     """
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(
+        self, config: EmulatorConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``clock``: monotonic seconds for Retry-After debts, fault expiry and rate-limit
+        windows; a test may pass a manual clock to step time instead of sleeping."""
         self.config = config
         validators = None
         if config.spec_path is not None and config.validate:
@@ -218,7 +222,7 @@ class EmulatorServer:
                     validators.revision,
                     config.revision,
                 )
-        self.app = EmulatorApp(config, validators)
+        self.app = EmulatorApp(config, validators, clock=clock)
         self.control = ControlApi(self.app)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None

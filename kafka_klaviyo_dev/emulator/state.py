@@ -17,6 +17,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kafka_klaviyo_dev.emulator import final_state
+
 
 @dataclass(slots=True)
 class _Account:
@@ -206,6 +208,33 @@ class EmulatorState:
                 out.extend(r for r in acct.items.get(endpoint, ()) if where is None or where(r))
         out.sort(key=lambda r: r.get("seq", 0))
         return out
+
+    def _tagged(
+        self, endpoints: Iterable[str], account: str | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(endpoint, record) of several endpoints, copied under the lock (unsorted)."""
+        with self._lock:
+            names = [account] if account is not None else list(self._accounts)
+            out: list[tuple[str, dict[str, Any]]] = []
+            for name in names:
+                acct = self._accounts.get(name)
+                if acct is None:
+                    continue
+                for endpoint in endpoints:
+                    out.extend((endpoint, r) for r in acct.items.get(endpoint, ()))
+        return out
+
+    def consent(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Final consent per (account, list, channel, person); see :mod:`.final_state`."""
+        return final_state.consent(self._tagged(final_state.CONSENT_ENDPOINTS, account))
+
+    def catalog_items(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Final catalog items per (account, item id); see :mod:`.final_state`."""
+        return final_state.catalog_items(self._tagged(final_state.CATALOG_ENDPOINTS, account))
+
+    def profiles(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Final imported profiles per (account, identifier); see :mod:`.final_state`."""
+        return final_state.profiles(self._tagged(final_state.PROFILE_ENDPOINTS, account))
 
     def request_log(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The most recent request summaries, oldest first."""

@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from kafka_klaviyo_dev.emulator import EmulatorClient, RateLimitSettings, WindowLimits
-from tests.fixtures_emulator import REPO, RunningEmulator
+from tests.fixtures_emulator import REPO, ManualClock, RunningEmulator
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -299,8 +300,11 @@ def test_missing_or_unknown_revision_is_400(
 def test_rate_limit_429_retry_after_and_violations(
     emulator_factory: Callable[..., RunningEmulator],
 ) -> None:
+    # On the test's clock: no window ends mid-test, and "later" is a step, not a sleep.
+    clock = ManualClock()
     emu = emulator_factory(
-        rate_limits=RateLimitSettings(overrides={"events": WindowLimits(burst=10, steady=3)})
+        clock=clock,
+        rate_limits=RateLimitSettings(overrides={"events": WindowLimits(burst=10, steady=3)}),
     )
     with httpx.Client(base_url=emu.base_url) as http:
         ok = post(http, emu, one_event_body(unique_id="1"))
@@ -322,7 +326,8 @@ def test_rate_limit_429_retry_after_and_violations(
         assert 1 <= retry_after <= 60
         assert f"{retry_after} second" in error["detail"]
         assert emu.client.stats().retry_after_violations == 0
-        time.sleep(0.4)  # past the in-flight grace: this one ignores the Retry-After
+        # Past the in-flight grace (0.25 s), long before the Retry-After: it ignores it.
+        clock.advance(0.5)
         post(http, emu, one_event_body(unique_id="rude"))
         stats = emu.client.stats()
         assert stats.retry_after_violations == 1
@@ -333,21 +338,24 @@ def test_rate_limit_429_retry_after_and_violations(
 def test_waiting_out_retry_after_is_not_a_violation(
     emulator_factory: Callable[..., RunningEmulator],
 ) -> None:
+    clock = ManualClock()
     emu = emulator_factory(
-        rate_limits=RateLimitSettings(overrides={"events": WindowLimits(burst=1, steady=100)})
+        clock=clock,
+        rate_limits=RateLimitSettings(overrides={"events": WindowLimits(burst=1, steady=100)}),
     )
     with httpx.Client(base_url=emu.base_url) as http:
         statuses = []
         for i in range(3):
             response = post(http, emu, one_event_body(unique_id=str(i)))
             while response.status_code == 429:
-                time.sleep(float(response.headers["Retry-After"]))
+                clock.advance(float(response.headers["Retry-After"]))  # waits it out
                 response = post(http, emu, one_event_body(unique_id=str(i)))
             statuses.append(response.status_code)
         assert statuses == [202, 202, 202]
         stats = emu.client.stats()
         assert stats.retry_after_violations == 0
-        assert stats.rate_limited["events"] >= 1
+        # One burst window a second: the 2nd and 3rd request each met a full one first.
+        assert stats.rate_limited["events"] == 2
 
 
 # --- faults ----------------------------------------------------------------------------------
@@ -367,8 +375,11 @@ def test_status_fault_for_n_requests(emulator: RunningEmulator, http: httpx.Clie
 
 
 def test_status_fault_for_n_seconds_on_one_endpoint(
-    emulator: RunningEmulator, http: httpx.Client
+    emulator_factory: Callable[..., RunningEmulator],
 ) -> None:
+    clock = ManualClock()
+    emulator = emulator_factory(clock=clock, rate_limits=RateLimitSettings(enabled=False))
+    http = httpx.Client(base_url=emulator.base_url, timeout=10)
     emulator.client.fail_with_status(500, seconds=0.5, endpoint="events")
     assert_klaviyo_error(post(http, emulator, one_event_body()), 500, "error")
     other = http.post(
@@ -384,8 +395,9 @@ def test_status_fault_for_n_seconds_on_one_endpoint(
         headers=emulator.headers(),
     )
     assert other.status_code == 202  # another endpoint is unaffected
-    time.sleep(0.6)
+    clock.advance(0.6)  # the fault has expired
     assert post(http, emulator, one_event_body()).status_code == 202
+    http.close()
 
 
 def test_fault_for_one_account_only(emulator: RunningEmulator, http: httpx.Client) -> None:
@@ -399,9 +411,10 @@ def test_latency_fault(emulator: RunningEmulator, http: httpx.Client) -> None:
     started = time.monotonic()
     assert post(http, emulator, one_event_body()).status_code == 202
     assert time.monotonic() - started >= 0.4
-    started = time.monotonic()
     assert post(http, emulator, one_event_body(unique_id="2")).status_code == 202
-    assert time.monotonic() - started < 0.4
+    # Only the first was delayed (said by the emulator, not by a stopwatch on a busy box).
+    assert [r["fault"] for r in emulator.client.requests()] == ["latency", None]
+    assert emulator.client.stats().faults_fired == {"latency": 1}
 
 
 def test_timeout_fault_holds_then_drops_the_connection(
@@ -417,28 +430,46 @@ def test_timeout_fault_holds_then_drops_the_connection(
         http.post(EVENTS, content=one_event_body(), headers=emulator.headers(), timeout=5)
     assert time.monotonic() - started >= 0.3
     assert post(http, emulator, one_event_body()).status_code == 202
-    assert emulator.client.stats().responses("events", "dropped") == 2
+    # The first request, released by clear_faults, is counted by its own handler thread.
+    wait_for(
+        lambda: emulator.client.stats().responses("events", "dropped") == 2,
+        30,
+        "both held requests counted as dropped",
+    )
 
 
-def test_rate_limit_storm(emulator: RunningEmulator, http: httpx.Client) -> None:
+@pytest.fixture
+def clocked(
+    emulator_factory: Callable[..., RunningEmulator],
+) -> Iterator[tuple[RunningEmulator, ManualClock, httpx.Client]]:
+    """An emulator on the test's clock (rate limits off), and an HTTP client of it."""
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, rate_limits=RateLimitSettings(enabled=False))
+    with httpx.Client(base_url=emu.base_url, timeout=10) as http:
+        yield emu, clock, http
+
+
+def test_rate_limit_storm(clocked: tuple[RunningEmulator, ManualClock, httpx.Client]) -> None:
+    emulator, clock, http = clocked
     emulator.client.rate_limit_storm(retry_after=1, seconds=1.0)
     response = post(http, emulator, one_event_body())
     assert_klaviyo_error(response, 429, "throttled")
     assert response.headers["Retry-After"] == "1"
-    time.sleep(1.05)
+    clock.advance(1.05)  # the storm is over and the Retry-After waited out
     assert post(http, emulator, one_event_body()).status_code == 202
     assert emulator.client.stats().retry_after_violations == 0
 
 
 def test_ignoring_a_storm_retry_after_is_counted(
-    emulator: RunningEmulator, http: httpx.Client
+    clocked: tuple[RunningEmulator, ManualClock, httpx.Client],
 ) -> None:
+    emulator, clock, http = clocked
     emulator.client.rate_limit_storm(retry_after=5, requests=1)
     assert post(http, emulator, one_event_body()).status_code == 429
     # At once: indistinguishable from a request already in flight, so not counted yet.
     assert post(http, emulator, one_event_body("x@shop.io")).status_code == 202
     assert emulator.client.stats().retry_after_violations == 0
-    time.sleep(0.4)  # past the in-flight grace
+    clock.advance(0.4)  # past the in-flight grace (0.25 s), long before the 5 s are up
     assert post(http, emulator, one_event_body()).status_code == 202  # storm over, but early
     assert emulator.client.stats().retry_after_violations == 1
 
@@ -558,6 +589,59 @@ def test_subscribe_and_catalog_limits(emulator: RunningEmulator, http: httpx.Cli
     )
     error = assert_klaviyo_error(response, 400, "invalid")
     assert error["source"]["pointer"] == "/data/attributes/items/data"
+
+
+def test_final_state_read_back_over_http(emulator: RunningEmulator, http: httpx.Client) -> None:
+    def job(path: str, kind: str, collection: str, items: list[Any], **data: Any) -> None:
+        body = {"data": {"type": kind, "attributes": {collection: {"data": items}}, **data}}
+        response = http.post(path, content=orjson.dumps(body), headers=emulator.headers())
+        assert response.status_code == 202, response.text
+
+    in_list = {"relationships": {"list": {"data": {"type": "list", "id": "L1"}}}}
+    for kind, consent in (("create", "SUBSCRIBED"), ("delete", "UNSUBSCRIBED")):
+        profile = {
+            "type": "profile",
+            "attributes": {
+                "email": "a@shop.io",
+                "subscriptions": {"email": {"marketing": {"consent": consent}}},
+            },
+        }
+        job(
+            f"/api/profile-subscription-bulk-{kind}-jobs",
+            f"profile-subscription-bulk-{kind}-job",
+            "profiles",
+            [profile],
+            **in_list,
+        )
+    item = {
+        "type": "catalog-item",
+        "attributes": {
+            "external_id": "42",
+            "integration_type": "$custom",
+            "catalog_type": "$default",
+            "title": "Mug",
+            "description": "A mug",
+            "url": "https://shop.io/42",
+        },
+    }
+    job("/api/catalog-item-bulk-create-jobs", "catalog-item-bulk-create-job", "items", [item])
+    profile = {"type": "profile", "attributes": {"email": "b@shop.io", "first_name": "Bo"}}
+    job("/api/profile-bulk-import-jobs", "profile-bulk-import-job", "profiles", [profile])
+
+    client = emulator.client
+    assert client.consent_of("L1", "A@shop.io") == "UNSUBSCRIBED"
+    assert client.consent_of("L2", "a@shop.io") is None
+    [consent] = client.consent(account="acme")
+    assert not consent.subscribed and [h["endpoint"] for h in consent.history] == [
+        "subscribe",
+        "unsubscribe",
+    ]
+    mug = client.catalog_item("$custom:::$default:::42")
+    assert mug is not None and mug.exists and mug.attributes["title"] == "Mug"
+    [bo] = client.profiles(identifier="email", value="b@shop.io")
+    assert bo.attributes["first_name"] == "Bo"
+    client.reset()
+    assert client.consent() == [] and client.catalog_items() == [] and client.profiles() == []
 
 
 # --- transport -------------------------------------------------------------------------------
