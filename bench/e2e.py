@@ -223,14 +223,14 @@ class Floor:
 
 def run_translator(catalog: Any) -> tuple[Any, str]:
     """The translator ``run`` uses with default settings, and its name: the compiled
-    translation registry with the packaged rules (before it existed: OrderTranslator)."""
+    translation rules, the packaged ones (before they existed: OrderTranslator)."""
     try:
-        from consumer.registry.registry import registry_from_config
+        from consumer.rules import rules_from_settings
     except ImportError:
         from kafka_klaviyo_dev.handwritten import OrderTranslator
 
         return OrderTranslator(), "hand-written OrderTranslator"
-    return registry_from_config(None, catalog=catalog), "compiled registry, default rules"
+    return rules_from_settings(None, catalog=catalog), "compiled rules, packaged defaults"
 
 
 class _Entry:

@@ -1,4 +1,4 @@
-"""Cost per event of the compiled translation registry vs the hand-written OrderTranslator.
+"""Cost per event of the compiled translation rules vs the hand-written OrderTranslator.
 
 Both translate the same OrderPlaced events (3 line items each) in the same run. Two cases:
 
@@ -11,7 +11,7 @@ Method: both translators are checked to produce equal operations, warmed up, the
 alternating passes over all events (so drift and neighbours' load hit both alike); the figures
 are medians over the passes, in microseconds per input event. Results are printed as a table
 and merged into ``bench-results.json`` at the repository root (entries with the same name are
-replaced, others kept). Target: registry <= 1.3 x hand-written.
+replaced, others kept). Target: rules <= 1.3 x hand-written.
 
 Run: ``.venv/bin/python bench/translate.py`` (``--help`` for options).
 """
@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 
 from consumer.decode import DecodedRecord  # noqa: E402
 from consumer.messages import Operation  # noqa: E402
-from consumer.registry import load_registry  # noqa: E402
+from consumer.rules import compile_rules  # noqa: E402
 from consumer.schemas import SchemaCatalog  # noqa: E402
 from kafka_klaviyo_dev.handwritten import OrderTranslator  # noqa: E402
 from kafka_klaviyo_dev.samples import generated_orders  # noqa: E402
@@ -73,14 +73,14 @@ def one_pass(translate: Translate, events: list[DecodedRecord]) -> float:
 
 
 def measure(
-    registry: Translate, handwritten: Translate, events: list[DecodedRecord], repeats: int
+    compiled: Translate, handwritten: Translate, events: list[DecodedRecord], repeats: int
 ) -> tuple[float, float]:
     """Median cost per event of each, from alternating passes (GC off while timing)."""
     for event in events:
-        if registry(event) != handwritten(event):
-            raise SystemExit("the registry and OrderTranslator disagree; nothing to compare")
+        if compiled(event) != handwritten(event):
+            raise SystemExit("the rules and OrderTranslator disagree; nothing to compare")
     for _ in range(2):
-        one_pass(registry, events)
+        one_pass(compiled, events)
         one_pass(handwritten, events)
     ours: list[float] = []
     theirs: list[float] = []
@@ -90,11 +90,11 @@ def measure(
         for repeat in range(repeats):
             # Alternate who goes first, so a slow patch of the machine hits both alike.
             if repeat % 2 == 0:
-                ours.append(one_pass(registry, events))
+                ours.append(one_pass(compiled, events))
                 theirs.append(one_pass(handwritten, events))
             else:
                 theirs.append(one_pass(handwritten, events))
-                ours.append(one_pass(registry, events))
+                ours.append(one_pass(compiled, events))
             gc.collect()
     finally:
         if enabled:
@@ -132,19 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    registry = load_registry(catalog=SchemaCatalog.load())
+    compiled = compile_rules(catalog=SchemaCatalog.load())
     handwritten = OrderTranslator()
     rows: list[tuple[str, float, float]] = []
     entries: list[dict[str, Any]] = []
     recorded_at = datetime.now(UTC).isoformat(timespec="seconds")
     for case, phone in (("with phone", True), ("no phone", False)):
         events = order_events(args.events, phone=phone)
-        ours, theirs = measure(registry.translate, handwritten.translate, events, args.repeats)
+        ours, theirs = measure(compiled.translate, handwritten.translate, events, args.repeats)
         rows.append((case, ours, theirs))
         suffix = "" if phone else "_no_phone"
         entries.append(
             {
-                "name": f"translate.order_placed{suffix}.registry",
+                "name": f"translate.order_placed{suffix}.rules",
                 "value": round(ours, 3),
                 "unit": UNIT,
                 "baseline": round(theirs, 3),
@@ -169,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"OrderPlaced with {LINES} lines -> {1 + LINES} Klaviyo events;"
         f" {args.events} events x {args.repeats} alternating passes, medians"
-        f" (registry {registry.version})"
+        f" (rules {compiled.version})"
     )
     header = (
-        f"{'case':<12} {'registry':>12} {'hand-written':>14} {'ratio':>7}  target <= {TARGET_RATIO}"
+        f"{'case':<12} {'rules':>12} {'hand-written':>14} {'ratio':>7}  target <= {TARGET_RATIO}"
     )
     print(header)
     print("-" * len(header))

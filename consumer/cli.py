@@ -71,14 +71,16 @@ def _fail_config(exc: ConfigError) -> None:
     sys.exit(EXIT_CONFIG)
 
 
-def _register_registry() -> None:
-    from consumer.registry.cli import registry_group, translate_command
+def _register_rules() -> None:
+    from consumer.rules.cli import deprecated_registry_group, rules_group, translate_command
 
-    cli.add_command(registry_group, "registry")
+    cli.add_command(rules_group, "rules")
+    # Hidden, deprecated alias of `rules check`: one line to stderr, then the same.
+    cli.add_command(deprecated_registry_group, "registry")
     cli.add_command(translate_command, "translate")
 
 
-_register_registry()
+_register_rules()
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Phone numbers to E.164, with libphonenumber's validity check, cached.
 
 Parsing is most of a translation's cost and customers repeat, so each verdict is remembered
-(a bounded LRU). Used by the hand-written translation and by the registry's ``e164()``.
+(a bounded LRU). Used by the hand-written translation and by the translation rules' ``e164()``.
 """
 
 from __future__ import annotations

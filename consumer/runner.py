@@ -32,8 +32,8 @@ from consumer.errors import AuthenticationError, DeadLetterError, KafkaKlaviyoEr
 from consumer.messages import DEFAULT_ACCOUNT
 from consumer.metrics import Metrics, MetricsServer
 from consumer.pipeline import Pipeline, Translator
-from consumer.registry import registry_from_config
 from consumer.routing import AccountRouter
+from consumer.rules import rules_from_settings
 from consumer.schemas import SchemaCatalog
 from consumer.settings import Settings
 
@@ -67,7 +67,7 @@ class Runner:
         if translator is None:
             # Checked and compiled before anything connects: a broken rule file stops here,
             # every problem listed (RegistryError is a ConfigError -> exit 2).
-            translator = registry_from_config(settings.registry, catalog=catalog)
+            translator = rules_from_settings(settings.rules, catalog=catalog)
         registry_settings = settings.schema_registry
         registry = (
             # new_client: a mock:// URL gives confluent-kafka's in-memory registry (tests).

@@ -11,13 +11,20 @@ Precedence, highest first:
 Unknown keys are errors. The API key comes only from the environment or a mounted file,
 is held as a :class:`pydantic.SecretStr` and is never printed. Any problem becomes a
 :class:`~consumer.errors.ConfigError` whose text is one line naming the setting.
+
+Deprecated names are still read: the file's ``registry`` section (now ``rules``, with
+``rules_dirs`` now ``dirs``) and the ``KAFKA_KLAVIYO_REGISTRY__*`` variables (now
+``KAFKA_KLAVIYO_RULES__*``). Each one in use adds a line to :attr:`Settings.deprecations`;
+a setting given under both its old and its new name is an error.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +33,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -33,6 +41,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     InitSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
@@ -45,6 +54,7 @@ from consumer.messages import DEFAULT_ACCOUNT
 
 DEFAULT_REVISION = "2026-07-15"
 CONFIG_FILE_VARIABLE = "KAFKA_KLAVIYO_CONFIG"
+ENV_PREFIX = "KAFKA_KLAVIYO_"
 
 # Conventional variable -> (section, field). These are what operators and tests set first.
 CONVENTIONAL_VARIABLES: dict[str, tuple[str, str]] = {
@@ -149,24 +159,34 @@ class DeadLetterSettings(_Section):
     ratio_window: int = Field(1000, ge=10)
 
 
-class RegistrySettings(_Section):
-    """The translation registry: operator rule files layered over the packaged defaults."""
+class RulesSettings(_Section):
+    """The translation rules: operator rule files layered over the packaged defaults."""
 
     # Directories of *.yaml rule files (e.g. a ConfigMap mount), layered in order over the
-    # defaults; env: KAFKA_KLAVIYO_REGISTRY__RULES_DIRS=/etc/rules,/etc/more-rules
-    rules_dirs: Annotated[tuple[Path, ...], NoDecode] = ()
+    # defaults; env: KAFKA_KLAVIYO_RULES__DIRS=/etc/rules,/etc/more-rules
+    dirs: Annotated[tuple[Path, ...], NoDecode] = ()
     include_defaults: bool = True
     # Default metric name -> the name sent to Klaviyo, e.g. {"Placed Order": "Order Placed"}.
     metric_names: dict[str, str] = Field(default_factory=dict)
     # ISO 3166 alpha-2 region for phone numbers written without a country code.
     default_phone_region: str = Field("US", pattern=r"^[A-Z]{2}$")
 
-    @field_validator("rules_dirs", mode="before")
+    @field_validator("dirs", mode="before")
     @classmethod
     def _split_dirs(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(Path(part.strip()) for part in value.split(",") if part.strip())
         return value
+
+
+# The rules section was called ``registry`` before: its old field names -> the new ones.
+DEPRECATED_RULES_SECTION = "registry"
+DEPRECATED_RULES_FIELDS: dict[str, str] = {
+    "rules_dirs": "dirs",
+    "include_defaults": "include_defaults",
+    "metric_names": "metric_names",
+    "default_phone_region": "default_phone_region",
+}
 
 
 class BatchSettings(_Section):
@@ -216,11 +236,18 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # type: ignore[arg-type]
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)  # type: ignore[arg-type]
     dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)  # type: ignore[arg-type]
-    registry: RegistrySettings = Field(default_factory=RegistrySettings)  # type: ignore[arg-type]
+    rules: RulesSettings = Field(default_factory=RulesSettings)  # type: ignore[arg-type]
     # Extra Klaviyo accounts by name; without them everything goes to one account
     # ("default", keyed by KLAVIYO_API_KEY).
     accounts: dict[str, AccountSettings] = Field(default_factory=dict)
     routing: RoutingSettings | None = None
+    # Filled by load_settings(): one note per deprecated setting name in use.
+    _deprecations: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def deprecations(self) -> tuple[str, ...]:
+        """One line per deprecated setting in use, naming it and the setting to use instead."""
+        return self._deprecations
 
     @model_validator(mode="after")
     def _routing_names_known_accounts(self) -> Settings:
@@ -249,6 +276,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         layers = _LAYERS.get() or _Layers({}, {})
+        if layers.env_renames:
+            env_settings = _RenamedEnvSource(settings_cls, layers.env_renames)
         return (
             init_settings,
             InitSettingsSource(settings_cls, init_kwargs=layers.conventional),
@@ -257,10 +286,37 @@ class Settings(BaseSettings):
         )
 
 
+class _RenamedEnvSource(EnvSettingsSource):
+    """The environment, with deprecated variables read under their new names."""
+
+    def __init__(self, settings_cls: type[BaseSettings], renames: Mapping[str, str]) -> None:
+        self._renames = dict(renames)  # old -> new, lower case like the parsed variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        variables = dict(super()._load_env_vars())
+        for old, new in self._renames.items():
+            if old in variables:
+                variables[new] = variables.pop(old)
+        return variables
+
+
 @dataclass(frozen=True)
 class _Layers:
     conventional: dict[str, Any]
     config_file: dict[str, Any]
+    env_renames: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Deprecated:
+    """Deprecated setting names found while loading: notes, renames, names for errors."""
+
+    notes: list[str] = field(default_factory=list)
+    # Deprecated variable -> its new name, both lower case.
+    env_renames: dict[str, str] = field(default_factory=dict)
+    # New setting -> its old name, so an error in a value names what the operator wrote.
+    old_names: dict[str, str] = field(default_factory=dict)
 
 
 # Settings sources are chosen by a classmethod without arguments; the layers of one
@@ -282,20 +338,99 @@ def load_settings(config_file: Path | None = None) -> Settings:
             "klaviyo.api_key: secrets are not read from the config file; "
             "use KLAVIYO_API_KEY or klaviyo.api_key_file"
         )
+    deprecated = _map_deprecated_rules(data)
     conventional: dict[str, Any] = {}
-    for variable, (section, field) in CONVENTIONAL_VARIABLES.items():
+    for variable, (section, name) in CONVENTIONAL_VARIABLES.items():
         value = os.environ.get(variable)
         if value:
-            conventional.setdefault(section, {})[field] = value
-    token = _LAYERS.set(_Layers(conventional, data))
+            conventional.setdefault(section, {})[name] = value
+    token = _LAYERS.set(_Layers(conventional, data, deprecated.env_renames))
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        raise ConfigError(_one_line(exc, deprecated.old_names)) from exc
     except SettingsError as exc:
         raise ConfigError(f"environment: {exc}") from exc
     finally:
         _LAYERS.reset(token)
+    settings._deprecations = tuple(deprecated.notes)
+    return settings
+
+
+def _map_deprecated_rules(data: dict[str, Any]) -> _Deprecated:
+    """Read the old ``registry`` section and ``KAFKA_KLAVIYO_REGISTRY__*`` as ``rules``.
+
+    The file's section is merged into ``data["rules"]`` here; the variables are renamed when
+    the environment is read. A setting given under its old and its new name is a ConfigError.
+    """
+    out = _Deprecated()
+    old_section_name = DEPRECATED_RULES_SECTION
+    old_given: dict[str, list[str]] = {}  # new field -> where it is set under its old name
+    new_given: dict[str, list[str]] = {}  # new field -> where it is set under its new name
+    new_section = data.get("rules")
+    if isinstance(new_section, dict):
+        for key in new_section:
+            new_given.setdefault(str(key), []).append(f"rules.{key}")
+    if old_section_name in data:
+        old_section = data.pop(old_section_name)
+        if not isinstance(old_section, dict):
+            raise ConfigError(f"{old_section_name}: must be a mapping (deprecated: use rules)")
+        mapped: dict[str, Any] = {}
+        for key, value in old_section.items():
+            new = DEPRECATED_RULES_FIELDS.get(str(key))
+            if new is None:
+                raise ConfigError(f"{old_section_name}.{key}: unknown setting")
+            mapped[new] = value
+            old_given.setdefault(new, []).append(f"{old_section_name}.{key}")
+            out.notes.append(
+                f"{old_section_name}.{key} in the config file is deprecated: use rules.{new}"
+            )
+        if not old_section:
+            out.notes.append(
+                f"the {old_section_name} section of the config file is deprecated: use rules"
+            )
+        if new_section is None and mapped:
+            data["rules"] = mapped
+        elif isinstance(new_section, dict):
+            data["rules"] = {**mapped, **new_section}
+    new_prefix = f"{ENV_PREFIX}RULES".lower()
+    old_prefix = f"{ENV_PREFIX}{old_section_name}".lower()
+    for variable in sorted(os.environ):
+        lower = variable.lower()
+        if lower == new_prefix:  # the whole section as JSON
+            try:
+                document = json.loads(os.environ[variable])
+            except ValueError:
+                document = None  # pydantic-settings reports it
+            if isinstance(document, dict):
+                for key in document:
+                    new_given.setdefault(str(key), []).append(variable)
+        elif lower.startswith(f"{new_prefix}__"):
+            key = lower[len(new_prefix) + 2 :].partition("__")[0]
+            new_given.setdefault(key, []).append(variable)
+        elif lower == old_prefix:
+            raise ConfigError(
+                f"{variable}: no longer read (deprecated); set {ENV_PREFIX}RULES__<SETTING>"
+                " variables instead"
+            )
+        elif lower.startswith(f"{old_prefix}__"):
+            old_key, separator, rest = variable[len(old_prefix) + 2 :].partition("__")
+            new = DEPRECATED_RULES_FIELDS.get(old_key.lower())
+            if new is None:
+                raise ConfigError(f"{old_section_name}.{old_key.lower()}: unknown setting")
+            replacement = f"{ENV_PREFIX}RULES__{new.upper()}{separator}{rest}"
+            out.env_renames[lower] = replacement.lower()
+            old_given.setdefault(new, []).append(variable)
+            out.notes.append(f"{variable} is deprecated: use {replacement}")
+    old_keys = {new: old for old, new in DEPRECATED_RULES_FIELDS.items()}
+    for new, olds in old_given.items():
+        out.old_names[f"rules.{new}"] = f"{old_section_name}.{old_keys[new]}"
+        if new in new_given:
+            raise ConfigError(
+                f"rules.{new}: set both as {new_given[new][0]} and as the deprecated {olds[0]};"
+                f" keep only {new_given[new][0]}"
+            )
+    return out
 
 
 def _read_key_file(path: Path, setting: str) -> SecretStr:
@@ -332,10 +467,14 @@ def _yaml_position(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def _one_line(exc: ValidationError) -> str:
+def _one_line(exc: ValidationError, old_names: Mapping[str, str] | None = None) -> str:
     errors = exc.errors()
     first = errors[0]
     location = ".".join(str(part) for part in first["loc"])
+    # A value given under a deprecated name: name it as written.
+    for new, old in (old_names or {}).items():
+        if location == new or location.startswith(f"{new}."):
+            location = old + location[len(new) :]
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown setting"

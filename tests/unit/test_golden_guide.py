@@ -1,7 +1,7 @@
-"""Golden tests: the seed guide's examples, as Avro events, through the default registry.
+"""Golden tests: the seed guide's examples, as Avro events, through the default rules.
 
 Each example of the guide (``../shared/seed/000_71cd4c02900403ea.txt``, retired Track API) is
-rebuilt as the event our shop would publish; the current-API payload the registry makes must
+rebuilt as the event our shop would publish; the current-API payload the rules make must
 carry the same facts (names, ids, values, SKUs, categories, URLs, time), and every payload,
 inside the bulk job body the service sends, must validate against Klaviyo's OpenAPI spec
 (revision 2026-07-15). The guide's phone number 555-123-4567 is a fictional number Klaviyo
@@ -23,7 +23,7 @@ from consumer.bodies import EncodedItem, body_format
 from consumer.decode import DecodedRecord
 from consumer.endpoints import Endpoint
 from consumer.messages import EventPayload, Operation
-from consumer.registry import CompiledRegistry, load_registry
+from consumer.rules import CompiledRules, compile_rules
 from consumer.schemas import SchemaCatalog
 from kafka_klaviyo_dev.emulator.validation import SpecValidators, validators_for
 from kafka_klaviyo_dev.samples import guide_order
@@ -125,8 +125,8 @@ def spec_validators(klaviyo_spec_path: Path) -> SpecValidators:
 
 
 @pytest.fixture(scope="module")
-def registry() -> CompiledRegistry:
-    return load_registry(catalog=SchemaCatalog.load())
+def compiled() -> CompiledRules:
+    return compile_rules(catalog=SchemaCatalog.load())
 
 
 # --- events built from the guide's data --------------------------------------------------------
@@ -196,7 +196,7 @@ def check_order_event(op: Operation, name: str, unix: int) -> dict[str, Any]:
 # --- the guide's examples ------------------------------------------------------------------------
 
 
-def test_viewed_product(registry: CompiledRegistry, spec_validators: SpecValidators) -> None:
+def test_viewed_product(compiled: CompiledRules, spec_validators: SpecValidators) -> None:
     data = {
         "event_id": "guide-viewed",
         "store_id": "default",
@@ -214,7 +214,7 @@ def test_viewed_product(registry: CompiledRegistry, spec_validators: SpecValidat
             "compare_at_price": money("14.99"),
         },
     }
-    [op] = registry.translate(record("ProductViewed", data))
+    [op] = compiled.translate(record("ProductViewed", data))
     assert metric(op) == "Viewed Product"
     assert event(op)["properties"] == {
         "ProductName": "Winnie the Pooh",
@@ -230,7 +230,7 @@ def test_viewed_product(registry: CompiledRegistry, spec_validators: SpecValidat
     assert spec_issues(spec_validators, [op]) == []
 
 
-def test_added_to_cart(registry: CompiledRegistry, spec_validators: SpecValidators) -> None:
+def test_added_to_cart(compiled: CompiledRules, spec_validators: SpecValidators) -> None:
     lines = cart_lines()
     data = {
         "event_id": "guide-added",
@@ -243,7 +243,7 @@ def test_added_to_cart(registry: CompiledRegistry, spec_validators: SpecValidato
         "total": money("29.98"),
         "checkout_url": "http://www.example.com/path/to/checkout",
     }
-    [op] = registry.translate(record("CartItemAdded", data))
+    [op] = compiled.translate(record("CartItemAdded", data))
     attributes = event(op)
     properties = attributes["properties"]
     assert metric(op) == "Added to Cart"
@@ -264,7 +264,7 @@ def test_added_to_cart(registry: CompiledRegistry, spec_validators: SpecValidato
     assert spec_issues(spec_validators, [op]) == []
 
 
-def test_started_checkout(registry: CompiledRegistry, spec_validators: SpecValidators) -> None:
+def test_started_checkout(compiled: CompiledRules, spec_validators: SpecValidators) -> None:
     data = {
         "event_id": "guide-checkout",
         "store_id": "default",
@@ -275,7 +275,7 @@ def test_started_checkout(registry: CompiledRegistry, spec_validators: SpecValid
         "total": money("29.98"),
         "checkout_url": "http://www.example.com/path/to/checkout",
     }
-    [op] = registry.translate(record("CheckoutStarted", data))
+    [op] = compiled.translate(record("CheckoutStarted", data))
     attributes = event(op)
     assert metric(op) == "Started Checkout"
     # The guide's "$event_id": "1000123_1387299423" - the cart id and the Unix time.
@@ -288,9 +288,9 @@ def test_started_checkout(registry: CompiledRegistry, spec_validators: SpecValid
 
 
 def test_placed_order_and_ordered_products(
-    registry: CompiledRegistry, spec_validators: SpecValidators
+    compiled: CompiledRules, spec_validators: SpecValidators
 ) -> None:
-    placed, winnie, tale = registry.translate(record("OrderPlaced", guide_order()))
+    placed, winnie, tale = compiled.translate(record("OrderPlaced", guide_order()))
     check_order_event(placed, "Placed Order", PLACED_TIME)
     for op, item, unique_id in (
         (winnie, GUIDE_ORDER_ITEMS[0], "1234_WINNIEPOOH"),
@@ -309,8 +309,8 @@ def test_placed_order_and_ordered_products(
     assert spec_issues(spec_validators, [placed, winnie, tale]) == []
 
 
-def test_fulfilled_order(registry: CompiledRegistry, spec_validators: SpecValidators) -> None:
-    [op] = registry.translate(
+def test_fulfilled_order(compiled: CompiledRules, spec_validators: SpecValidators) -> None:
+    [op] = compiled.translate(
         order_event(
             "OrderFulfilled",
             SHIPPED_TIME,
@@ -324,31 +324,31 @@ def test_fulfilled_order(registry: CompiledRegistry, spec_validators: SpecValida
     assert spec_issues(spec_validators, [op]) == []
 
 
-def test_cancelled_order(registry: CompiledRegistry, spec_validators: SpecValidators) -> None:
-    [op] = registry.translate(
+def test_cancelled_order(compiled: CompiledRules, spec_validators: SpecValidators) -> None:
+    [op] = compiled.translate(
         order_event("OrderCancelled", SHIPPED_TIME, reason="No longer needed")
     )
     assert check_order_event(op, "Cancelled Order", SHIPPED_TIME)["Reason"] == "No longer needed"
     assert spec_issues(spec_validators, [op]) == []
 
 
-def test_refunded_order(registry: CompiledRegistry, spec_validators: SpecValidators) -> None:
-    [op] = registry.translate(
+def test_refunded_order(compiled: CompiledRules, spec_validators: SpecValidators) -> None:
+    [op] = compiled.translate(
         order_event("OrderRefunded", SHIPPED_TIME, reason="No longer needed", refund_total=None)
     )
     assert check_order_event(op, "Refunded Order", SHIPPED_TIME)["Reason"] == "No longer needed"
     partial = order_event(
         "OrderRefunded", SHIPPED_TIME, reason="Damaged", refund_total=money("9.99")
     )
-    [op_partial] = registry.translate(partial)
+    [op_partial] = compiled.translate(partial)
     assert event(op_partial)["value"] == 9.99 and event(op_partial)["unique_id"] == "1234"
     assert spec_issues(spec_validators, [op, op_partial]) == []
 
 
-def test_cancel_and_refund_share_the_placed_orders_unique_id(registry: CompiledRegistry) -> None:
-    placed = registry.translate(record("OrderPlaced", guide_order()))[0]
+def test_cancel_and_refund_share_the_placed_orders_unique_id(compiled: CompiledRules) -> None:
+    placed = compiled.translate(record("OrderPlaced", guide_order()))[0]
     for name in ("OrderFulfilled", "OrderCancelled", "OrderRefunded"):
-        [op] = registry.translate(order_event(name, SHIPPED_TIME))
+        [op] = compiled.translate(order_event(name, SHIPPED_TIME))
         assert event(op)["unique_id"] == event(placed)["unique_id"] == "1234"
 
 
@@ -356,11 +356,11 @@ def test_cancel_and_refund_share_the_placed_orders_unique_id(registry: CompiledR
 
 
 def test_profile_subscription_and_catalog_payloads_validate(
-    registry: CompiledRegistry, spec_validators: SpecValidators
+    compiled: CompiledRules, spec_validators: SpecValidators
 ) -> None:
     now = datetime.fromtimestamp(PLACED_TIME, UTC)
     person = customer() | {"phone": "+1 617 253 1000", "customer_id": "c-1234"}
-    operations = registry.translate(
+    operations = compiled.translate(
         record(
             "CustomerUpserted",
             {
@@ -381,7 +381,7 @@ def test_profile_subscription_and_catalog_payloads_validate(
         ("EMAIL", "UNSUBSCRIBE"),
         ("SMS", "UNSUBSCRIBE"),
     ):
-        operations += registry.translate(
+        operations += compiled.translate(
             record(
                 "SubscriptionChanged",
                 {
@@ -399,7 +399,7 @@ def test_profile_subscription_and_catalog_payloads_validate(
                 },
             )
         )
-    operations += registry.translate(
+    operations += compiled.translate(
         record(
             "ProductUpserted",
             {
@@ -420,7 +420,7 @@ def test_profile_subscription_and_catalog_payloads_validate(
             },
         )
     )
-    operations += registry.translate(
+    operations += compiled.translate(
         record(
             "ProductDeleted",
             {"event_id": "e3", "store_id": "default", "occurred_at": now, "product_id": "1112"},
@@ -443,10 +443,10 @@ def test_profile_subscription_and_catalog_payloads_validate(
 
 
 def test_a_broken_payload_would_be_caught(
-    registry: CompiledRegistry, spec_validators: SpecValidators
+    compiled: CompiledRules, spec_validators: SpecValidators
 ) -> None:
     """The validation above has teeth: a payload Klaviyo refuses is reported."""
-    [op] = registry.translate(
+    [op] = compiled.translate(
         record(
             "ProductDeleted",
             {

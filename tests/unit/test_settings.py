@@ -97,3 +97,154 @@ def test_account_key_from_its_variable(tmp_path: Path, monkeypatch) -> None:
         settings.accounts["brand-a"].resolved_api_key("brand-a")
     monkeypatch.setenv("KEY_A", "pk_a")
     assert settings.accounts["brand-a"].resolved_api_key("brand-a").get_secret_value() == "pk_a"
+
+
+def test_rules_section_and_its_variables(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("rules:\n  dirs: [/etc/rules]\n  metric_names: {Placed Order: Bought}\n")
+    settings = load_settings(config)
+    assert settings.rules.dirs == (Path("/etc/rules"),)
+    assert settings.rules.metric_names == {"Placed Order": "Bought"}
+    assert settings.deprecations == ()
+    monkeypatch.setenv("KAFKA_KLAVIYO_RULES__DIRS", "/a, /b")
+    monkeypatch.setenv("KAFKA_KLAVIYO_RULES__INCLUDE_DEFAULTS", "false")
+    settings = load_settings(config)
+    assert settings.rules.dirs == (Path("/a"), Path("/b"))
+    assert settings.rules.include_defaults is False
+    assert settings.deprecations == ()
+
+
+def test_deprecated_registry_section_maps_onto_rules(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "registry:\n"
+        "  rules_dirs: [/etc/rules]\n"
+        "  include_defaults: false\n"
+        "  metric_names: {Placed Order: Bought}\n"
+        "  default_phone_region: GB\n"
+    )
+    settings = load_settings(config)
+    assert settings.rules.dirs == (Path("/etc/rules"),)
+    assert settings.rules.include_defaults is False
+    assert settings.rules.metric_names == {"Placed Order": "Bought"}
+    assert settings.rules.default_phone_region == "GB"
+    assert settings.deprecations == (
+        "registry.rules_dirs in the config file is deprecated: use rules.dirs",
+        "registry.include_defaults in the config file is deprecated: use rules.include_defaults",
+        "registry.metric_names in the config file is deprecated: use rules.metric_names",
+        "registry.default_phone_region in the config file is deprecated:"
+        " use rules.default_phone_region",
+    )
+    assert not hasattr(settings, "registry")
+
+
+def test_deprecated_section_merges_with_other_rules_settings(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("rules:\n  default_phone_region: DE\nregistry:\n  rules_dirs: /a,/b\n")
+    settings = load_settings(config)
+    assert settings.rules.dirs == (Path("/a"), Path("/b"))
+    assert settings.rules.default_phone_region == "DE"
+    assert settings.deprecations == (
+        "registry.rules_dirs in the config file is deprecated: use rules.dirs",
+    )
+
+
+def test_deprecated_variables_map_onto_rules(monkeypatch) -> None:
+    monkeypatch.setenv("KAFKA_KLAVIYO_REGISTRY__RULES_DIRS", "/a,/b")
+    monkeypatch.setenv("KAFKA_KLAVIYO_REGISTRY__METRIC_NAMES", '{"Placed Order": "Bought"}')
+    settings = load_settings()
+    assert settings.rules.dirs == (Path("/a"), Path("/b"))
+    assert settings.rules.metric_names == {"Placed Order": "Bought"}
+    assert settings.deprecations == (
+        "KAFKA_KLAVIYO_REGISTRY__METRIC_NAMES is deprecated: use KAFKA_KLAVIYO_RULES__METRIC_NAMES",
+        "KAFKA_KLAVIYO_REGISTRY__RULES_DIRS is deprecated: use KAFKA_KLAVIYO_RULES__DIRS",
+    )
+
+
+def test_deprecated_variable_overrides_the_file_like_its_new_name(tmp_path: Path, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text("registry:\n  rules_dirs: [/from-file]\n")
+    monkeypatch.setenv("KAFKA_KLAVIYO_REGISTRY__RULES_DIRS", "/from-env")
+    settings = load_settings(config)
+    assert settings.rules.dirs == (Path("/from-env"),)
+    assert len(settings.deprecations) == 2
+
+
+@pytest.mark.parametrize(
+    ("file", "variables", "expected"),
+    [
+        (
+            "rules:\n  dirs: [/a]\nregistry:\n  rules_dirs: [/b]\n",
+            {},
+            "rules.dirs: set both as rules.dirs and as the deprecated registry.rules_dirs;"
+            " keep only rules.dirs",
+        ),
+        (
+            "",
+            {"KAFKA_KLAVIYO_RULES__DIRS": "/a", "KAFKA_KLAVIYO_REGISTRY__RULES_DIRS": "/b"},
+            "rules.dirs: set both as KAFKA_KLAVIYO_RULES__DIRS and as the deprecated"
+            " KAFKA_KLAVIYO_REGISTRY__RULES_DIRS; keep only KAFKA_KLAVIYO_RULES__DIRS",
+        ),
+        (
+            "rules:\n  include_defaults: false\n",
+            {"KAFKA_KLAVIYO_REGISTRY__INCLUDE_DEFAULTS": "true"},
+            "rules.include_defaults: set both as rules.include_defaults and as the deprecated"
+            " KAFKA_KLAVIYO_REGISTRY__INCLUDE_DEFAULTS; keep only rules.include_defaults",
+        ),
+        (
+            "registry:\n  metric_names: {A: B}\n",
+            {"KAFKA_KLAVIYO_RULES__METRIC_NAMES": '{"A": "C"}'},
+            "rules.metric_names: set both as KAFKA_KLAVIYO_RULES__METRIC_NAMES and as the"
+            " deprecated registry.metric_names; keep only KAFKA_KLAVIYO_RULES__METRIC_NAMES",
+        ),
+    ],
+)
+def test_old_and_new_name_together_is_an_error_naming_the_setting(
+    tmp_path: Path, monkeypatch, file: str, variables: dict[str, str], expected: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(file)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    assert str(info.value) == expected
+
+
+def test_unknown_keys_under_the_old_and_new_names(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "c.yaml"
+    for text, expected in (
+        ("registry:\n  rules_dir: [/a]\n", "registry.rules_dir: unknown setting"),
+        ("registry:\n  dirs: [/a]\n", "registry.dirs: unknown setting"),
+        ("rules:\n  rules_dirs: [/a]\n", "rules.rules_dirs: unknown setting"),
+    ):
+        config.write_text(text)
+        with pytest.raises(ConfigError, match=rf"^{expected}$"):
+            load_settings(config)
+    monkeypatch.setenv("KAFKA_KLAVIYO_REGISTRY__RULES", "/a")
+    with pytest.raises(ConfigError, match=r"^registry\.rules: unknown setting$"):
+        load_settings()
+
+
+def test_a_bad_value_under_the_old_name_is_named_as_written(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("registry:\n  default_phone_region: gb\n")
+    with pytest.raises(ConfigError, match=r"^registry\.default_phone_region: "):
+        load_settings(config)
+    monkeypatch.setenv("KAFKA_KLAVIYO_REGISTRY__INCLUDE_DEFAULTS", "sometimes")
+    with pytest.raises(ConfigError, match=r"^registry\.include_defaults: "):
+        load_settings()
+
+
+def test_the_old_section_must_be_a_mapping_and_its_json_variable_is_gone(
+    tmp_path: Path, monkeypatch
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("registry: [/a]\n")
+    with pytest.raises(
+        ConfigError, match=r"^registry: must be a mapping \(deprecated: use rules\)$"
+    ):
+        load_settings(config)
+    monkeypatch.setenv("KAFKA_KLAVIYO_REGISTRY", '{"rules_dirs": "/a"}')
+    with pytest.raises(ConfigError, match=r"^KAFKA_KLAVIYO_REGISTRY: no longer read"):
+        load_settings()

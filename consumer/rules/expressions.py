@@ -3,7 +3,7 @@
 A rule value written as a YAML string is an expression. The language is deliberately small:
 just enough for field paths, projections, coalescing, conditions, templates and function
 calls, so that every expression can be type-checked against the Avro schema and compiled to
-straight-line Python (see :mod:`consumer.registry.compiler`)::
+straight-line Python (see :mod:`consumer.rules.compiler`)::
 
     customer.email                      a field path (null-safe through nullable records)
     line_items[].sku                    projection: the list of every line's sku
@@ -12,7 +12,7 @@ straight-line Python (see :mod:`consumer.registry.compiler`)::
     discount_code or 'none'             Python-like `or`/`and`: the first truthy operand
     channel == 'SMS' and not published  comparisons (== != < <= > >= in, not in)
     f'{cart_id}_{unix(occurred_at)}'    a template; {expression} placeholders
-    unique(flatten(line_items[].categories))   functions (consumer.registry.functions)
+    unique(flatten(line_items[].categories))   functions (consumer.rules.functions)
     'text', 42, 9.99, true, false, null, ['a', 'b']   literals
 
 Precedence, loosest first: ``or``, ``and``, ``not``, comparisons, ``??``, then paths and calls.

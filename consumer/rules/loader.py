@@ -5,13 +5,13 @@ Layout of a rule file::
     version: 1            # optional; the only version there is
     definitions: ...      # optional, never read itself: a home for YAML anchors (&name)
                           # that rules below reuse with aliases (*name)
-    rules:                # required: a list of rules (see consumer.registry.checks)
+    rules:                # required: a list of rules (see consumer.rules.checks)
       - name: placed-order
         record: shop.events.OrderPlaced
         event: {...}
 
 Files are read in name order (``*.yaml`` and ``*.yml``): first the defaults shipped in
-``consumer/registry/default_rules/``, then each operator directory in the order given. A rule
+``consumer/rules/default_rules/``, then each operator directory in the order given. A rule
 is identified by its record's full name and its ``name``; a later layer's rule with the same
 identity replaces the earlier one in place (``enabled: false`` removes it), anything else is
 added after the rules already there. The same identity twice within one layer is a problem.
@@ -33,9 +33,9 @@ from typing import Any
 
 import yaml
 
-from consumer.registry.problems import Problem
+from consumer.rules.problems import Problem
 
-DEFAULT_RULES_PACKAGE = "consumer.registry"
+DEFAULT_RULES_PACKAGE = "consumer.rules"
 DEFAULT_RULES_DIR = "default_rules"
 _SUFFIXES = (".yaml", ".yml")
 _FILE_KEYS = frozenset({"version", "definitions", "rules"})
@@ -181,7 +181,9 @@ def directory_rule_files(directory: Path, layer: int) -> tuple[list[RuleFile], l
     return files, problems
 
 
-def load_rules(rule_dirs: Iterable[Path] | None, *, include_defaults: bool = True) -> LoadedRules:
+def read_rule_files(
+    rule_dirs: Iterable[Path] | None, *, include_defaults: bool = True
+) -> LoadedRules:
     """Read and layer the default rules and every operator directory."""
     loaded = LoadedRules()
     files = default_rule_files() if include_defaults else []

@@ -2,7 +2,7 @@
 
 Why generate source rather than build closures: a translation is a few dozen small steps
 (a dict lookup, a float conversion) per output, and a closure per step costs a Python call
-each, which would make the registry about twice as slow as hand-written code. Generated code
+each, which would make translation by rules about twice as slow as hand-written code. Generated code
 is the hand-written code: ``money(line.unit_price)`` becomes ``float(_e1['unit_price']['amount'])``
 inside a list comprehension. It is built from checked syntax trees only: field names and
 literals enter the source through ``repr()`` (a Python literal whatever the text), everything
@@ -33,9 +33,9 @@ from typing import Any, NamedTuple
 
 from consumer.endpoints import Endpoint
 from consumer.messages import EventPayload, Operation
-from consumer.registry import runtime
-from consumer.registry.checks import IDENTIFIERS, Inference, Scope
-from consumer.registry.expressions import (
+from consumer.rules import runtime
+from consumer.rules.checks import IDENTIFIERS, Inference, Scope
+from consumer.rules.expressions import (
     BoolOp,
     Call,
     Coalesce,
@@ -51,8 +51,8 @@ from consumer.registry.expressions import (
     unparse,
     walk,
 )
-from consumer.registry.functions import FUNCTIONS, HELPER_NAMES, NEEDS_WHERE, Context, Where
-from consumer.registry.model import (
+from consumer.rules.functions import FUNCTIONS, HELPER_NAMES, NEEDS_WHERE, Context, Where
+from consumer.rules.model import (
     CatalogDeleteOutput,
     CatalogItemOutput,
     EventOutput,
@@ -66,8 +66,8 @@ from consumer.registry.model import (
     TObject,
     Typed,
 )
-from consumer.registry.model import Template as Tmpl
-from consumer.registry.paths import ANY, AType, field_type, record_type
+from consumer.rules.model import Template as Tmpl
+from consumer.rules.paths import ANY, AType, field_type, record_type
 from consumer.schemas import SchemaCatalog
 
 RecordFunction = Any  # (data: dict, marks: list[int] | None) -> list[Operation]
@@ -788,7 +788,7 @@ class Compiler:
         """Compile every record; the record -> function map and the whole source."""
         names = {record: self.compile_record(record, rules) for record, rules in by_record.items()}
         source = "\n\n\n".join(self.chunks) + "\n"
-        filename = f"<translation registry {label}>"
+        filename = f"<translation rules {label}>"
         # Registered with linecache so a traceback through generated code shows its lines.
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         code = compile(source, filename, "exec")

@@ -1,4 +1,4 @@
-"""The translation registry at load time: files, layering, checks and their problems."""
+"""The translation rules at load time: files, layering, checks and their problems."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from consumer.errors import ConfigError
-from consumer.registry import CompiledRegistry, RegistryError, load_registry
-from consumer.registry.expressions import ExprSyntaxError, parse, unparse
+from consumer.rules import CompiledRules, RulesError, compile_rules
+from consumer.rules.expressions import ExprSyntaxError, parse, unparse
 from consumer.schemas import SchemaCatalog
 from kafka_klaviyo_dev.samples import guide_order
-from tests.unit.test_registry_translate import record
+from tests.unit.test_rules_translate import record
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def catalog() -> SchemaCatalog:
 
 
 @pytest.fixture(scope="module")
-def defaults(catalog: SchemaCatalog) -> CompiledRegistry:
-    return load_registry(catalog=catalog)
+def defaults(catalog: SchemaCatalog) -> CompiledRules:
+    return compile_rules(catalog=catalog)
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -32,7 +32,7 @@ def write(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-def problems_of(excinfo: pytest.ExceptionInfo[RegistryError]) -> list[str]:
+def problems_of(excinfo: pytest.ExceptionInfo[RulesError]) -> list[str]:
     return [str(problem) for problem in excinfo.value.problems]
 
 
@@ -40,13 +40,13 @@ def problems_of(excinfo: pytest.ExceptionInfo[RegistryError]) -> list[str]:
 
 
 def test_defaults_cover_every_event_record_of_the_schemas(
-    defaults: CompiledRegistry, catalog: SchemaCatalog
+    defaults: CompiledRules, catalog: SchemaCatalog
 ) -> None:
     assert defaults.mapped_records == catalog.event_names
     assert len(catalog.event_names) == 12
 
 
-def test_default_rules_are_package_data(defaults: CompiledRegistry) -> None:
+def test_default_rules_are_package_data(defaults: CompiledRules) -> None:
     assert defaults.files == (
         "default_rules/browsing.yaml",
         "default_rules/catalog.yaml",
@@ -56,16 +56,16 @@ def test_default_rules_are_package_data(defaults: CompiledRegistry) -> None:
 
 
 def test_version_is_a_short_stable_hash_of_rules_and_settings(catalog: SchemaCatalog) -> None:
-    first = load_registry(catalog=catalog)
-    again = load_registry(catalog=catalog)
-    renamed = load_registry(catalog=catalog, metric_names={"Placed Order": "Order Placed"})
-    other_region = load_registry(catalog=catalog, default_phone_region="GB")
+    first = compile_rules(catalog=catalog)
+    again = compile_rules(catalog=catalog)
+    renamed = compile_rules(catalog=catalog, metric_names={"Placed Order": "Order Placed"})
+    other_region = compile_rules(catalog=catalog, default_phone_region="GB")
     assert first.version == again.version and len(first.version) == 12
     assert len({first.version, renamed.version, other_region.version}) == 3
 
 
-def test_registry_error_is_a_config_error() -> None:
-    assert issubclass(RegistryError, ConfigError)
+def test_rules_error_is_a_config_error() -> None:
+    assert issubclass(RulesError, ConfigError)
 
 
 # --- layering ---------------------------------------------------------------------------------
@@ -86,8 +86,8 @@ def test_operator_rule_with_the_same_record_and_name_replaces_the_default_in_pla
     catalog: SchemaCatalog, tmp_path: Path
 ) -> None:
     write(tmp_path, "orders.yaml", REPLACE_PLACED)
-    registry = load_registry([tmp_path], catalog=catalog)
-    placed, *ordered = registry.translate(record(guide_order()))
+    compiled = compile_rules([tmp_path], catalog=catalog)
+    placed, *ordered = compiled.translate(record(guide_order()))
     assert placed.payload.event["metric"]["data"]["attributes"]["name"] == "Order Placed"
     assert placed.payload.event["properties"] == {"Total": 29.98}
     assert [op.payload.event["unique_id"] for op in ordered] == [
@@ -113,15 +113,15 @@ def test_operator_rules_are_added_after_the_defaults(
               unique_id: order_id
         """,
     )
-    registry = load_registry([tmp_path], catalog=catalog)
+    compiled = compile_rules([tmp_path], catalog=catalog)
     names = [
         op.payload.event["metric"]["data"]["attributes"]["name"]
-        for op in registry.translate(record(guide_order()))
+        for op in compiled.translate(record(guide_order()))
     ]
     assert names == ["Placed Order", "Ordered Product", "Ordered Product", "Big Order"]
     small = guide_order()
     small["total"] = {"amount": small["total"]["amount"] / 10, "currency": "USD"}
-    assert len(registry.translate(record(small))) == 3
+    assert len(compiled.translate(record(small))) == 3
 
 
 def test_enabled_false_removes_a_default_rule(catalog: SchemaCatalog, tmp_path: Path) -> None:
@@ -134,9 +134,9 @@ def test_enabled_false_removes_a_default_rule(catalog: SchemaCatalog, tmp_path: 
           - {name: active-on-site, record: shop.events.SiteVisited, enabled: false}
         """,
     )
-    registry = load_registry([tmp_path], catalog=catalog)
-    assert len(registry.translate(record(guide_order()))) == 1
-    assert "shop.events.SiteVisited" not in registry.mapped_records
+    compiled = compile_rules([tmp_path], catalog=catalog)
+    assert len(compiled.translate(record(guide_order()))) == 1
+    assert "shop.events.SiteVisited" not in compiled.mapped_records
 
 
 def test_disabling_a_rule_that_does_not_exist_is_a_problem(
@@ -147,8 +147,8 @@ def test_disabling_a_rule_that_does_not_exist_is_a_problem(
         "off.yaml",
         "rules:\n  - {name: nope, record: shop.events.OrderPlaced, enabled: false}\n",
     )
-    with pytest.raises(RegistryError) as info:
-        load_registry([tmp_path], catalog=catalog)
+    with pytest.raises(RulesError) as info:
+        compile_rules([tmp_path], catalog=catalog)
     assert "disables no earlier rule" in str(info.value)
 
 
@@ -157,13 +157,13 @@ def test_later_directories_win_and_duplicates_within_one_layer_are_problems(
 ) -> None:
     write(tmp_path / "a", "orders.yaml", REPLACE_PLACED)
     write(tmp_path / "b", "orders.yaml", REPLACE_PLACED.replace("Order Placed", "Second"))
-    registry = load_registry([tmp_path / "a", tmp_path / "b"], catalog=catalog)
-    first = registry.translate(record(guide_order()))[0]
+    compiled = compile_rules([tmp_path / "a", tmp_path / "b"], catalog=catalog)
+    first = compiled.translate(record(guide_order()))[0]
     assert first.payload.event["metric"]["data"]["attributes"]["name"] == "Second"
     write(tmp_path / "c", "one.yaml", REPLACE_PLACED)
     write(tmp_path / "c", "two.yaml", REPLACE_PLACED)
-    with pytest.raises(RegistryError) as info:
-        load_registry([tmp_path / "c"], catalog=catalog)
+    with pytest.raises(RulesError) as info:
+        compile_rules([tmp_path / "c"], catalog=catalog)
     assert "is already defined at" in str(info.value) and "one.yaml:2" in str(info.value)
 
 
@@ -171,28 +171,28 @@ def test_without_defaults_only_the_operator_rules_load(
     catalog: SchemaCatalog, tmp_path: Path
 ) -> None:
     write(tmp_path, "orders.yaml", REPLACE_PLACED)
-    registry = load_registry([tmp_path], catalog=catalog, include_defaults=False)
-    assert registry.mapped_records == {"shop.events.OrderPlaced"}
+    compiled = compile_rules([tmp_path], catalog=catalog, include_defaults=False)
+    assert compiled.mapped_records == {"shop.events.OrderPlaced"}
 
 
 def test_metric_names_rename_metrics_and_unknown_ones_are_problems(catalog: SchemaCatalog) -> None:
-    registry = load_registry(catalog=catalog, metric_names={"Ordered Product": "Bought Item"})
-    ops = registry.translate(record(guide_order()))
+    compiled = compile_rules(catalog=catalog, metric_names={"Ordered Product": "Bought Item"})
+    ops = compiled.translate(record(guide_order()))
     assert ops[1].payload.event["metric"]["data"]["attributes"]["name"] == "Bought Item"
     assert ops[1].dedup_key == ("email:john.smith@test.com", "Bought Item", "1234_WINNIEPOOH")
-    with pytest.raises(RegistryError) as info:
-        load_registry(catalog=catalog, metric_names={"Placed Ordr": "X"})
+    with pytest.raises(RulesError) as info:
+        compile_rules(catalog=catalog, metric_names={"Placed Ordr": "X"})
     assert "'Placed Ordr' is not the metric of any rule" in str(info.value)
 
 
 def test_bad_phone_region_is_a_problem(catalog: SchemaCatalog) -> None:
-    with pytest.raises(RegistryError, match="default_phone_region 'XX'"):
-        load_registry(catalog=catalog, default_phone_region="XX")
+    with pytest.raises(RulesError, match="default_phone_region 'XX'"):
+        compile_rules(catalog=catalog, default_phone_region="XX")
 
 
 def test_missing_rule_directory_is_a_problem(catalog: SchemaCatalog, tmp_path: Path) -> None:
-    with pytest.raises(RegistryError, match="rule directory does not exist"):
-        load_registry([tmp_path / "missing"], catalog=catalog)
+    with pytest.raises(RulesError, match="rule directory does not exist"):
+        compile_rules([tmp_path / "missing"], catalog=catalog)
 
 
 # --- checks: each problem names file, line, rule and field ----------------------------------
@@ -200,8 +200,8 @@ def test_missing_rule_directory_is_a_problem(catalog: SchemaCatalog, tmp_path: P
 
 def check(catalog: SchemaCatalog, tmp_path: Path, text: str) -> list[str]:
     write(tmp_path, "rules.yaml", text)
-    with pytest.raises(RegistryError) as info:
-        load_registry([tmp_path], catalog=catalog, include_defaults=False)
+    with pytest.raises(RulesError) as info:
+        compile_rules([tmp_path], catalog=catalog, include_defaults=False)
     return problems_of(info)
 
 
@@ -362,15 +362,15 @@ def test_unknown_record_and_yaml_problems(catalog: SchemaCatalog, tmp_path: Path
     write(tmp_path, "b.yaml", "rules:\n  - name: x\n    name: y\n")
     write(tmp_path, "c.yaml", "rules: [\n")
     write(tmp_path, "d.yaml", "just text\n")
-    with pytest.raises(RegistryError) as info:
-        load_registry([tmp_path], catalog=catalog, include_defaults=False)
+    with pytest.raises(RulesError) as info:
+        compile_rules([tmp_path], catalog=catalog, include_defaults=False)
     text = str(info.value)
     assert "a.yaml:3: rule 'x': field 'record': record 'shop.events.OrderPlacd' is not in" in text
     assert "(did you mean 'shop.events.OrderPlaced'?)" in text
     assert "b.yaml:3: key 'name' appears twice" in text
     assert "c.yaml:2: not valid YAML" in text
     assert "d.yaml:1: the top level must be a mapping" in text
-    assert text.startswith("translation registry: 4 problems")
+    assert text.startswith("translation rules: 4 problems")
 
 
 def test_every_problem_is_reported_at_once(catalog: SchemaCatalog, tmp_path: Path) -> None:
@@ -457,28 +457,27 @@ def test_syntax_errors_give_a_column(text: str, column: int) -> None:
     assert info.value.column == column
 
 
-def test_registry_from_config_reads_the_settings_section(
+def test_rules_from_settings_reads_the_settings_section(
     catalog: SchemaCatalog, tmp_path: Path
 ) -> None:
     from dataclasses import dataclass, field
 
-    from consumer.registry import registry_from_config
+    from consumer.rules import rules_from_settings
 
     @dataclass(frozen=True)
-    class Section:  # the shape of the settings' `registry` section
-        rules_dirs: tuple[Path, ...] = ()
+    class Section:  # the shape of the settings' `rules` section
+        dirs: tuple[Path, ...] = ()
         include_defaults: bool = True
         metric_names: dict[str, str] = field(default_factory=dict)
         default_phone_region: str = "US"
 
     write(tmp_path, "orders.yaml", REPLACE_PLACED)
-    configured = registry_from_config(
-        Section(rules_dirs=(tmp_path,), metric_names={"Order Placed": "Placed"}),
+    configured = rules_from_settings(
+        Section(dirs=(tmp_path,), metric_names={"Order Placed": "Placed"}),
         catalog=catalog,
     )
     placed = configured.translate(record(guide_order()))[0]
     assert placed.payload.event["metric"]["data"]["attributes"]["name"] == "Placed"
     assert (
-        registry_from_config(None, catalog=catalog).version
-        == load_registry(catalog=catalog).version
+        rules_from_settings(None, catalog=catalog).version == compile_rules(catalog=catalog).version
     )

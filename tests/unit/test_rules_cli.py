@@ -1,4 +1,6 @@
-"""``registry check`` and ``translate`` (JSON input; Kafka input is exercised end to end)."""
+"""``rules check`` and ``translate`` (JSON input; Kafka input is exercised end to end).
+
+Also the deprecated ``registry check`` alias and the deprecated settings names."""
 
 from __future__ import annotations
 
@@ -10,9 +12,20 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from consumer.registry.cli import registry_group, translate_command
+from consumer.rules.cli import (
+    DEPRECATED_CHECK,
+    deprecated_registry_group,
+    rules_group,
+    translate_command,
+)
 
-CLI = click.Group(commands={"registry": registry_group, "translate": translate_command})
+CLI = click.Group(
+    commands={
+        "rules": rules_group,
+        "registry": deprecated_registry_group,
+        "translate": translate_command,
+    }
+)
 
 GUIDE_EVENT: dict[str, Any] = {
     "record": "shop.events.OrderPlaced",
@@ -50,6 +63,15 @@ def run(*args: str, input: str | None = None) -> Any:
     return CliRunner().invoke(CLI, list(args), input=input, catch_exceptions=False)
 
 
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("KAFKA_", "KLAVIYO_", "SCHEMA_REGISTRY")):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture()
 def event_file(tmp_path: Path) -> Path:
     path = tmp_path / "event.json"
@@ -58,7 +80,7 @@ def event_file(tmp_path: Path) -> Path:
 
 
 def test_check_prints_ok_with_counts() -> None:
-    result = run("registry", "check")
+    result = run("rules", "check")
     assert result.exit_code == 0
     assert result.output.startswith("OK: 13 rules (1 catalog_delete, 1 catalog_item, 9 event,")
     assert "shop.events.OrderPlaced: placed-order, ordered-product" in result.output
@@ -72,9 +94,9 @@ def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
         "    event: {metric: X, profile: {email: customer.mail}, unique_id: order_id, vlue: 1}\n",
         encoding="utf-8",
     )
-    result = CliRunner().invoke(CLI, ["registry", "check", "--rules", str(tmp_path)])
+    result = CliRunner().invoke(CLI, ["rules", "check", "--rules", str(tmp_path)])
     assert result.exit_code == 2
-    assert "translation registry: 2 problems" in result.output
+    assert "translation rules: 2 problems" in result.output
     assert "bad.yaml:4: rule 'placed-order': field 'event.profile.email'" in result.output
     assert "field 'event.vlue': unknown key 'vlue'" in result.output
 
@@ -185,17 +207,29 @@ def test_usage_errors() -> None:
 
 
 def test_every_command_and_option_has_help() -> None:
-    for args in (["registry", "--help"], ["registry", "check", "--help"], ["translate", "--help"]):
+    for args in (
+        ["rules", "--help"],
+        ["rules", "check", "--help"],
+        ["registry", "--help"],
+        ["registry", "check", "--help"],
+        ["translate", "--help"],
+    ):
         result = run(*args)
         assert result.exit_code == 0
-    for command in (registry_group, registry_group.commands["check"], translate_command):
+    for command in (
+        rules_group,
+        rules_group.commands["check"],
+        deprecated_registry_group,
+        deprecated_registry_group.commands["check"],
+        translate_command,
+    ):
         assert command.help
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, f"{command.name} {param.name} has no help"
 
 
-def test_config_file_without_a_registry_section_uses_the_defaults(
+def test_config_file_without_a_rules_section_uses_the_defaults(
     event_file: Path, tmp_path: Path
 ) -> None:
     config = tmp_path / "config.yaml"
@@ -206,3 +240,90 @@ def test_config_file_without_a_registry_section_uses_the_defaults(
         "placed-order",
         "ordered-product",
     ]
+
+
+# --- deprecated names -------------------------------------------------------------------------
+
+
+def test_registry_check_is_a_deprecated_alias_of_rules_check(tmp_path: Path) -> None:
+    rules = CliRunner().invoke(CLI, ["rules", "check", "--metric-name", "Placed Order=Bought"])
+    alias = CliRunner().invoke(CLI, ["registry", "check", "--metric-name", "Placed Order=Bought"])
+    assert alias.exit_code == rules.exit_code == 0
+    assert alias.stderr == DEPRECATED_CHECK + "\n"
+    assert "deprecated" in DEPRECATED_CHECK and "kafka-klaviyo rules check" in DEPRECATED_CHECK
+    assert alias.stdout == rules.stdout
+    assert rules.stderr == ""
+    # Problems too: the same report and exit code, after the one deprecation line.
+    (tmp_path / "bad.yaml").write_text("rules: [\n", encoding="utf-8")
+    rules = CliRunner().invoke(CLI, ["rules", "check", "--rules", str(tmp_path)])
+    alias = CliRunner().invoke(CLI, ["registry", "check", "--rules", str(tmp_path)])
+    assert alias.exit_code == rules.exit_code == 2
+    assert alias.stderr == DEPRECATED_CHECK + "\n" + rules.stderr
+    assert "translation rules: 1 problem" in rules.stderr
+
+
+def test_the_alias_is_hidden() -> None:
+    from consumer.cli import cli
+
+    listing = CliRunner().invoke(cli, ["--help"]).output
+    assert "  rules " in listing and "  translate " in listing
+    assert "registry" not in listing
+    assert CliRunner().invoke(cli, ["registry", "check", "--help"]).exit_code == 0
+
+
+def test_deprecated_settings_names_are_noted_on_stderr(tmp_path: Path, event_file: Path) -> None:
+    rule_dir = tmp_path / "rules"
+    rule_dir.mkdir()
+    (rule_dir / "extra.yaml").write_text(
+        "rules:\n"
+        "  - name: active-on-site\n"
+        "    record: shop.events.SiteVisited\n"
+        "    enabled: false\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"registry:\n  rules_dirs: [{rule_dir}]\n  metric_names: {{Placed Order: Order Placed}}\n",
+        encoding="utf-8",
+    )
+    result = run("rules", "check", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "kafka-klaviyo: registry.rules_dirs in the config file is deprecated: use rules.dirs",
+        "kafka-klaviyo: registry.metric_names in the config file is deprecated:"
+        " use rules.metric_names",
+    ]
+    # The old section still takes effect: the operator's file disables a default rule.
+    assert "shop.events.SiteVisited" not in result.stdout
+    assert "from 5 files" in result.stdout
+    translated = run("translate", "--config", str(config), str(event_file))
+    assert translated.exit_code == 0, translated.output
+    assert json.loads(translated.stdout)[0]["dedup_key"][1] == "Order Placed"
+    assert len(translated.stderr.splitlines()) == 2
+
+
+def test_deprecated_variable_is_noted_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("kafka:\n  group_id: inspect\n", encoding="utf-8")
+    monkeypatch.setenv("KAFKA_KLAVIYO_REGISTRY__DEFAULT_PHONE_REGION", "GB")
+    result = run("rules", "check", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "kafka-klaviyo: KAFKA_KLAVIYO_REGISTRY__DEFAULT_PHONE_REGION is deprecated:"
+        " use KAFKA_KLAVIYO_RULES__DEFAULT_PHONE_REGION\n"
+    )
+    assert result.stdout.startswith("OK: ")
+
+
+def test_old_and_new_name_together_is_a_configuration_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("rules:\n  dirs: [/a]\nregistry:\n  rules_dirs: [/b]\n", encoding="utf-8")
+    for command in (["rules", "check"], ["registry", "check"]):
+        result = CliRunner().invoke(CLI, [*command, "--config", str(config)])
+        assert result.exit_code == 2
+        assert result.stderr.splitlines()[-1] == (
+            "kafka-klaviyo: configuration error: rules.dirs: set both as rules.dirs and as the"
+            " deprecated registry.rules_dirs; keep only rules.dirs"
+        )

@@ -1,10 +1,9 @@
-"""The compiled translation registry: load, check and compile rule files into a Translator.
+"""The compiled translation rules: load, check and compile rule files into a Translator.
 
-:func:`load_registry` reads the default rules and any operator directories, checks every rule
+:func:`compile_rules` reads the default rules and any operator directories, checks every rule
 against the Avro schemas, and compiles what passes into one Python function per record. The
-result, :class:`CompiledRegistry`, is what the pipeline calls for every message; a registry
-that fails its checks raises :class:`~consumer.registry.problems.RegistryError` and never
-starts consuming.
+result, :class:`CompiledRules`, is what the pipeline calls for every message; rules that fail
+their checks raise :class:`~consumer.rules.problems.RulesError` and never start consuming.
 """
 
 from __future__ import annotations
@@ -20,12 +19,12 @@ import phonenumbers
 from consumer.decode import DecodedRecord
 from consumer.errors import UnmappedRecordError
 from consumer.messages import Operation
-from consumer.registry.checks import check_rules
-from consumer.registry.compiler import Compiler, RecordFunction
-from consumer.registry.functions import Context
-from consumer.registry.loader import load_rules
-from consumer.registry.model import Rule
-from consumer.registry.problems import Problem, RegistryError
+from consumer.rules.checks import check_rules
+from consumer.rules.compiler import Compiler, RecordFunction
+from consumer.rules.functions import Context
+from consumer.rules.loader import read_rule_files
+from consumer.rules.model import Rule
+from consumer.rules.problems import Problem, RulesError
 from consumer.schemas import SchemaCatalog
 
 CONFIGURATION = "<configuration>"
@@ -39,12 +38,13 @@ class TracedRule:
     operations: list[Operation]
 
 
-class CompiledRegistry:
+class CompiledRules:
     """A Translator built from rule files: ``translate(record) -> list[Operation]``.
 
     Immutable and thread-safe once built. ``version`` is a short hash of the rule files and of
-    the settings that change outputs (metric names, phone region, forced backfill), for the
-    ``dlq.registry.version`` header: two processes with the same version translate alike.
+    the settings that change outputs (metric names, phone region, forced backfill): the
+    version of the translation rules, sent in the ``dlq.registry.version`` header. Two
+    processes with the same version translate alike.
     """
 
     __slots__ = ("_functions", "_mapped", "files", "rules", "source", "version")
@@ -104,7 +104,7 @@ class CompiledRegistry:
         return [rule for rule in self.rules if rule.record == record]
 
 
-def load_registry(
+def compile_rules(
     rule_dirs: Iterable[Path] | None = None,
     *,
     catalog: SchemaCatalog,
@@ -112,8 +112,8 @@ def load_registry(
     default_phone_region: str = "US",
     include_defaults: bool = True,
     force_backfill: bool = False,
-) -> CompiledRegistry:
-    """Load, check and compile the registry.
+) -> CompiledRules:
+    """Load, check and compile the translation rules.
 
     ``rule_dirs``: operator directories layered over the defaults in order (same record and
     rule name replaces). ``metric_names``: default metric name -> the name to send (e.g.
@@ -121,7 +121,7 @@ def load_registry(
     for phone numbers written without a country code. ``force_backfill``: mark every event
     ``backfill: true`` (history that must not trigger flows, e.g. ``replay``).
 
-    Raises RegistryError listing every problem (file, line, rule, field).
+    Raises RulesError listing every problem (file, line, rule, field).
     """
     names = dict(metric_names or {})
     problems: list[Problem] = []
@@ -139,7 +139,7 @@ def load_registry(
             problems.append(
                 Problem(CONFIGURATION, 0, f"metric_names[{default!r}] must be a non-empty name")
             )
-    loaded = load_rules(rule_dirs, include_defaults=include_defaults)
+    loaded = read_rule_files(rule_dirs, include_defaults=include_defaults)
     problems += loaded.problems
     ctx = Context(default_phone_region=default_phone_region)
     rules, rule_problems = check_rules(loaded.rules, catalog, ctx, names)
@@ -158,9 +158,9 @@ def load_registry(
                 )
             )
     if not rules and not problems:
-        problems.append(Problem(CONFIGURATION, 0, "the registry has no rules"))
+        problems.append(Problem(CONFIGURATION, 0, "there are no rules"))
     if problems:
-        raise RegistryError(problems)
+        raise RulesError(problems)
     settings = json.dumps(
         {
             "metric_names": sorted(names.items()),
@@ -175,7 +175,7 @@ def load_registry(
         by_record.setdefault(rule.record, []).append(rule)
     compiler = Compiler(catalog, ctx, force_backfill=force_backfill)
     functions, source = compiler.build(by_record, version)
-    return CompiledRegistry(
+    return CompiledRules(
         rules=tuple(rule for record_rules in by_record.values() for rule in record_rules),
         functions=functions,
         source=source,
@@ -184,11 +184,11 @@ def load_registry(
     )
 
 
-class RegistryConfig(Protocol):
-    """What :func:`registry_from_config` reads from the settings' ``registry`` section."""
+class RulesConfig(Protocol):
+    """What :func:`rules_from_settings` reads from the settings' ``rules`` section."""
 
     @property
-    def rules_dirs(self) -> Sequence[Path]:
+    def dirs(self) -> Sequence[Path]:
         """Operator rule directories, layered over the defaults in order."""
         ...
 
@@ -208,14 +208,14 @@ class RegistryConfig(Protocol):
         ...
 
 
-def registry_from_config(
-    config: RegistryConfig | None, *, catalog: SchemaCatalog, force_backfill: bool = False
-) -> CompiledRegistry:
-    """:func:`load_registry` with the settings' ``registry`` section (None: the defaults)."""
+def rules_from_settings(
+    config: RulesConfig | None, *, catalog: SchemaCatalog, force_backfill: bool = False
+) -> CompiledRules:
+    """:func:`compile_rules` with the settings' ``rules`` section (None: the defaults)."""
     if config is None:
-        return load_registry(catalog=catalog, force_backfill=force_backfill)
-    return load_registry(
-        config.rules_dirs,
+        return compile_rules(catalog=catalog, force_backfill=force_backfill)
+    return compile_rules(
+        config.dirs,
         catalog=catalog,
         metric_names=config.metric_names,
         default_phone_region=config.default_phone_region,

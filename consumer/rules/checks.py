@@ -14,7 +14,7 @@ What a rule looks like (every key; ``?`` marks optional)::
       catalog_item: {...}
       catalog_delete: {...}
 
-Values: a YAML string is an expression (:mod:`consumer.registry.expressions`); a number,
+Values: a YAML string is an expression (:mod:`consumer.rules.expressions`); a number,
 boolean or null is itself; a mapping is an object built key by key, where ``Key?:`` leaves the
 key out when its value is null; ``{$const: any YAML}`` is a static value; ``{$for: {var: list},
 $where: condition, $emit: value}`` builds a list with one ``$emit`` per element.
@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from consumer.registry.expressions import (
+from consumer.rules.expressions import (
     BoolOp,
     Call,
     Coalesce,
@@ -50,9 +50,9 @@ from consumer.registry.expressions import (
     parse,
     unparse,
 )
-from consumer.registry.functions import FUNCTIONS, CheckError, Context
-from consumer.registry.loader import LList, LMap, RawRule
-from consumer.registry.model import (
+from consumer.rules.functions import FUNCTIONS, CheckError, Context
+from consumer.rules.loader import LList, LMap, RawRule
+from consumer.rules.model import (
     CatalogDeleteOutput,
     CatalogItemOutput,
     EventOutput,
@@ -68,8 +68,8 @@ from consumer.registry.model import (
     TObject,
     Typed,
 )
-from consumer.registry.model import Template as Tmpl
-from consumer.registry.paths import (
+from consumer.rules.model import Template as Tmpl
+from consumer.rules.paths import (
     ANY,
     BOOLEAN,
     FLOAT,
@@ -84,7 +84,7 @@ from consumer.registry.paths import (
     suggest,
     unify,
 )
-from consumer.registry.problems import Problem
+from consumer.rules.problems import Problem
 from consumer.schemas import SchemaCatalog
 
 OUTPUT_KINDS = ("event", "profile_upsert", "subscription", "catalog_item", "catalog_delete")
@@ -1137,7 +1137,7 @@ def _desugar(node: Expr) -> Expr:
     if isinstance(node, Call):
         return Call(node.name, tuple(_desugar(arg) for arg in node.args))
     if isinstance(node, Path):
-        from consumer.registry.expressions import Step
+        from consumer.rules.expressions import Step
 
         steps = tuple(
             Step(s.kind, s.name, _desugar(s.expr)) if s.expr is not None else s for s in node.steps

@@ -1,4 +1,4 @@
-"""Checked rules: what :mod:`consumer.registry.checks` hands to the compiler.
+"""Checked rules: what :mod:`consumer.rules.checks` hands to the compiler.
 
 Everything here has passed the load-time checks: paths exist, types fit, required outputs are
 present. Expressions carry their static type, whether they can fail on a message (``raises``)
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.registry.expressions import Expr
-from consumer.registry.paths import AType
+from consumer.rules.expressions import Expr
+from consumer.rules.paths import AType
 
 
 @dataclass(frozen=True, slots=True)

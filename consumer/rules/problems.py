@@ -1,7 +1,7 @@
-"""Load-time problems of a translation registry, and the error that lists them all.
+"""Load-time problems of the translation rules, and the error that lists them all.
 
 Checking never stops at the first problem: every rule file is read, every rule checked, and
-:class:`RegistryError` carries the whole list, each problem naming its file, line, rule and
+:class:`RulesError` carries the whole list, each problem naming its file, line, rule and
 field, so an operator fixes a broken ConfigMap in one round trip.
 """
 
@@ -33,16 +33,16 @@ class Problem:
         return f"{': '.join(parts)}: {self.message}"
 
 
-class RegistryError(ConfigError):
-    """The translation registry does not load; ``problems`` lists every reason.
+class RulesError(ConfigError):
+    """The translation rules do not load; ``problems`` lists every reason.
 
     ``str(err)`` is a count line followed by one line per problem (unlike most ConfigErrors,
-    which are one line: a registry can be wrong in many places at once).
+    which are one line: rules can be wrong in many places at once).
     """
 
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems: tuple[Problem, ...] = tuple(problems)
         count = len(self.problems)
-        lines = [f"translation registry: {count} problem{'s' if count != 1 else ''}"]
+        lines = [f"translation rules: {count} problem{'s' if count != 1 else ''}"]
         lines += [f"  {problem}" for problem in self.problems]
         super().__init__("\n".join(lines))

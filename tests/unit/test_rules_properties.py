@@ -1,10 +1,10 @@
-"""Property tests: events generated from the Avro schemas, through the default registry.
+"""Property tests: events generated from the Avro schemas, through the default rules.
 
 For every event record: each output, inside its bulk body, validates against Klaviyo's OpenAPI
 spec, or the translation fails with a typed TranslationError naming rule and field (never the
 value); translating the same input twice gives the same operations and unique ids. Events are
-written and read back with fastavro, so the registry sees exactly what decoding would give.
-For OrderPlaced the registry and the hand-written OrderTranslator must agree on everything.
+written and read back with fastavro, so the rules see exactly what decoding would give.
+For OrderPlaced the rules and the hand-written OrderTranslator must agree on everything.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 from consumer.decode import DecodedRecord
 from consumer.errors import TranslationError
 from consumer.messages import EventPayload, Operation
-from consumer.registry import load_registry
+from consumer.rules import compile_rules
 from consumer.schemas import SchemaCatalog
 from kafka_klaviyo_dev.emulator.validation import SpecValidators
 from kafka_klaviyo_dev.handwritten import OrderTranslator
 from tests.unit.test_golden_guide import spec_issues, spec_validators  # noqa: F401 - fixture
 
 CATALOG = SchemaCatalog.load()
-REGISTRY = load_registry(catalog=CATALOG)
+COMPILED = compile_rules(catalog=CATALOG)
 EVENTS = sorted(CATALOG.event_names)
 PROPERTY_SETTINGS = settings(
     max_examples=25,
@@ -141,17 +141,17 @@ def test_outputs_validate_or_fail_typed_and_ids_are_deterministic(
     @given(event=events(record_name))
     def check(event: DecodedRecord) -> None:
         try:
-            operations = REGISTRY.translate(event)
+            operations = COMPILED.translate(event)
         except TranslationError as error:
             assert error.rule and error.field and error.record_name == record_name
             for secret in secrets_of(event):
                 assert secret not in str(error)
             with pytest.raises(TranslationError):
-                REGISTRY.translate(copy.deepcopy(event))
+                COMPILED.translate(copy.deepcopy(event))
             return
         assert operations, "every default rule produces at least one operation"
         assert spec_issues(spec_validators, operations) == []
-        again = REGISTRY.translate(copy.deepcopy(event))
+        again = COMPILED.translate(copy.deepcopy(event))
         assert again == operations
         assert unique_ids(again) == unique_ids(operations)
 
@@ -166,7 +166,7 @@ def test_order_placed_agrees_with_order_translator(event: DecodedRecord) -> None
         theirs = handwritten.translate(copy.deepcopy(event))
     except TranslationError as error:
         with pytest.raises(TranslationError) as ours:
-            REGISTRY.translate(event)
+            COMPILED.translate(event)
         assert ours.value.field == error.field
         return
-    assert REGISTRY.translate(event) == theirs
+    assert COMPILED.translate(event) == theirs

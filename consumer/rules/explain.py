@@ -16,8 +16,8 @@ from typing import Any
 
 from consumer.decode import DecodedRecord
 from consumer.messages import EventPayload, Operation
-from consumer.registry.model import Rule, Source
-from consumer.registry.registry import CompiledRegistry
+from consumer.rules.compiled import CompiledRules
+from consumer.rules.model import Rule, Source
 
 FIXED = "(fixed by Klaviyo's API)"
 _MAX_VALUE = 60
@@ -41,10 +41,10 @@ class ExplainedOperation:
     fields: list[ExplainedField]
 
 
-def explain(registry: CompiledRegistry, record: DecodedRecord) -> list[ExplainedOperation]:
+def explain(compiled: CompiledRules, record: DecodedRecord) -> list[ExplainedOperation]:
     """Translate ``record`` and attribute every output field to its source."""
     out: list[ExplainedOperation] = []
-    for traced in registry.traced(record):
+    for traced in compiled.traced(record):
         sources = {source.pointer: source for source in traced.rule.sources}
         for operation in traced.operations:
             fields = list(_fields(operation, sources))

@@ -1,14 +1,16 @@
-"""``kafka-klaviyo registry check`` and ``kafka-klaviyo translate``.
+"""``kafka-klaviyo rules check`` and ``kafka-klaviyo translate``.
 
-``registry check`` loads and compiles the registry exactly as ``run`` does and prints either a
-summary or every problem (exit code 2). ``translate`` shows what the service would send for one
-event, read from a JSON file or from Kafka, inside the bulk body of its endpoint;
+``rules check`` loads and compiles the translation rules exactly as ``run`` does and prints
+either a summary or every problem (exit code 2). ``translate`` shows what the service would send
+for one event, read from a JSON file or from Kafka, inside the bulk body of its endpoint;
 ``--explain`` traces every output field to the rule text that produced it.
 
-Registry settings come from the configuration file's ``registry`` section when it has one;
-the options here override it. Registered by :mod:`consumer.cli` with
-``cli.add_command(registry_group, "registry")`` and ``cli.add_command(translate_command,
-"translate")``.
+Rules settings come from the configuration file's ``rules`` section when a file is given; the
+options here override it. Its deprecation notes (settings under their old names) are printed to
+stderr, one line each. ``registry check`` is the deprecated, hidden alias of ``rules check``:
+one line to stderr saying so, then the same. Registered by :mod:`consumer.cli` with
+``cli.add_command(rules_group, "rules")``, ``cli.add_command(deprecated_registry_group,
+"registry")`` and ``cli.add_command(translate_command, "translate")``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -28,20 +30,28 @@ from consumer.bodies import EncodedItem, body_format
 from consumer.decode import DecodedRecord
 from consumer.errors import ConfigError, KafkaKlaviyoError, MessageError
 from consumer.messages import EventPayload, Operation
-from consumer.registry.avrojson import JsonInputError, record_from_json
-from consumer.registry.problems import RegistryError
-from consumer.registry.registry import CompiledRegistry, load_registry
+from consumer.rules.avrojson import JsonInputError, record_from_json
+from consumer.rules.compiled import CompiledRules, compile_rules
+from consumer.rules.problems import RulesError
 from consumer.schemas import SchemaCatalog
+
+if TYPE_CHECKING:
+    from consumer.settings import RulesSettings
 
 EXIT_BAD_DATA = 1
 EXIT_CONFIG = 2
+DEPRECATED_CHECK = (
+    "kafka-klaviyo: 'kafka-klaviyo registry check' is deprecated; use 'kafka-klaviyo rules check'"
+)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _CONFIG = click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="KAFKA_KLAVIYO_CONFIG",
-    help="YAML configuration file (env: KAFKA_KLAVIYO_CONFIG); its registry section, if any,"
+    help="YAML configuration file (env: KAFKA_KLAVIYO_CONFIG); its rules section, if any,"
     " gives defaults for the options below.",
 )
 _RULES = click.option(
@@ -68,6 +78,16 @@ _REGION = click.option(
     metavar="CC",
     help="Region (ISO 3166 alpha-2) for phone numbers without a country code [default: US].",
 )
+_SHOW_SOURCE = click.option(
+    "--show-source", is_flag=True, help="Also print the generated Python source."
+)
+
+
+def _check_options(function: _F) -> _F:
+    """The options of ``rules check`` (and of its deprecated alias ``registry check``)."""
+    for option in reversed((_CONFIG, _RULES, _NO_DEFAULTS, _METRIC, _REGION, _SHOW_SOURCE)):
+        function = option(function)
+    return function
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +97,13 @@ class _Entry:
     item: EncodedItem
 
 
-@click.group("registry", context_settings={"help_option_names": ["-h", "--help"]})
-def registry_group() -> None:
-    """Inspect the translation registry (YAML rules compiled at load)."""
+@click.group("rules", context_settings={"help_option_names": ["-h", "--help"]})
+def rules_group() -> None:
+    """Inspect the translation rules (YAML rules compiled at load)."""
 
 
-@registry_group.command("check")
-@_CONFIG
-@_RULES
-@_NO_DEFAULTS
-@_METRIC
-@_REGION
-@click.option("--show-source", is_flag=True, help="Also print the generated Python source.")
+@rules_group.command("check")
+@_check_options
 def check_command(
     config_file: Path | None,
     rule_dirs: tuple[Path, ...],
@@ -99,24 +114,55 @@ def check_command(
 ) -> None:
     """Load, check and compile the rules against the Avro schemas.
 
-    Prints OK with what the registry maps, or every problem with its file, line, rule and
-    field (exit code 2). A registry that fails here never starts consuming.
+    Prints OK with what the rules map, or every problem with its file, line, rule and field
+    (exit code 2). With rules that fail here the service never starts consuming.
     """
-    registry, _ = _load(config_file, rule_dirs, no_defaults, metric_names, phone_region, False)
+    _check(config_file, rule_dirs, no_defaults, metric_names, phone_region, show_source)
+
+
+@click.group("registry", hidden=True, context_settings={"help_option_names": ["-h", "--help"]})
+def deprecated_registry_group() -> None:
+    """Deprecated: use 'kafka-klaviyo rules'."""
+
+
+@deprecated_registry_group.command("check")
+@_check_options
+def deprecated_check_command(
+    config_file: Path | None,
+    rule_dirs: tuple[Path, ...],
+    no_defaults: bool,
+    metric_names: tuple[str, ...],
+    phone_region: str | None,
+    show_source: bool,
+) -> None:
+    """Deprecated: use 'kafka-klaviyo rules check' (the same options and output)."""
+    click.echo(DEPRECATED_CHECK, err=True)
+    _check(config_file, rule_dirs, no_defaults, metric_names, phone_region, show_source)
+
+
+def _check(
+    config_file: Path | None,
+    rule_dirs: tuple[Path, ...],
+    no_defaults: bool,
+    metric_names: tuple[str, ...],
+    phone_region: str | None,
+    show_source: bool,
+) -> None:
+    compiled, _ = _load(config_file, rule_dirs, no_defaults, metric_names, phone_region, False)
     counts: dict[str, int] = {}
-    for rule in registry.rules:
+    for rule in compiled.rules:
         counts[rule.kind] = counts.get(rule.kind, 0) + 1
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
     click.echo(
-        f"OK: {_count(len(registry.rules), 'rule')} ({kinds}) for"
-        f" {_count(len(registry.mapped_records), 'record')} from"
-        f" {_count(len(registry.files), 'file')}; version {registry.version}"
+        f"OK: {_count(len(compiled.rules), 'rule')} ({kinds}) for"
+        f" {_count(len(compiled.mapped_records), 'record')} from"
+        f" {_count(len(compiled.files), 'file')}; version {compiled.version}"
     )
-    for record in sorted(registry.mapped_records):
-        names = ", ".join(rule.name for rule in registry.rules_for(record))
+    for record in sorted(compiled.mapped_records):
+        names = ", ".join(rule.name for rule in compiled.rules_for(record))
         click.echo(f"  {record}: {names}")
     if show_source:
-        click.echo(registry.source)
+        click.echo(compiled.source)
 
 
 @click.command("translate", context_settings={"help_option_names": ["-h", "--help"]})
@@ -176,7 +222,7 @@ def translate_command(
         raise click.UsageError("give EVENT_FILE (or -) or --topic/--partition/--offset")
     if from_kafka and (topic is None or partition is None or offset is None):
         raise click.UsageError("--topic, --partition and --offset go together")
-    registry, catalog = _load(
+    compiled, catalog = _load(
         config_file, rule_dirs, no_defaults, metric_names, phone_region, backfill
     )
     if event_file is not None:
@@ -186,16 +232,16 @@ def translate_command(
         record = _record_from_kafka(config_file, catalog, topic, partition, offset, timeout)
     try:
         if explain:
-            from consumer.registry.explain import explain as explain_record
-            from consumer.registry.explain import render
+            from consumer.rules.explain import explain as explain_record
+            from consumer.rules.explain import render
 
-            click.echo(render(explain_record(registry, record), record))
+            click.echo(render(explain_record(compiled, record), record))
             return
-        operations = registry.translate(record)
+        operations = compiled.translate(record)
     except MessageError as exc:
         click.echo(f"kafka-klaviyo: {type(exc).__name__}: {exc}", err=True)
         sys.exit(EXIT_BAD_DATA)
-    click.echo(json.dumps(_bodies(registry, record, operations), indent=2, ensure_ascii=False))
+    click.echo(json.dumps(_bodies(compiled, record, operations), indent=2, ensure_ascii=False))
 
 
 def bodies(
@@ -230,9 +276,9 @@ def bodies(
 
 
 def _bodies(
-    registry: CompiledRegistry, record: DecodedRecord, operations: list[Operation]
+    compiled: CompiledRules, record: DecodedRecord, operations: list[Operation]
 ) -> list[dict[str, Any]]:
-    traced = registry.traced(record)
+    traced = compiled.traced(record)
     return bodies(operations, [t.rule.name for t in traced for _ in t.operations])
 
 
@@ -243,18 +289,18 @@ def _load(
     metric_names: tuple[str, ...],
     phone_region: str | None,
     backfill: bool,
-) -> tuple[CompiledRegistry, SchemaCatalog]:
+) -> tuple[CompiledRules, SchemaCatalog]:
     dirs: list[Path] = list(rule_dirs)
     names: dict[str, str] = {}
     region = phone_region
     include_defaults = not no_defaults
-    configured = _configured_registry(config_file)
+    configured = _configured_rules(config_file)
     if configured is not None:
         if not dirs:
-            dirs = [Path(p) for p in getattr(configured, "rules_dirs", ()) or ()]
-        names.update(getattr(configured, "metric_names", {}) or {})
-        region = region or getattr(configured, "default_phone_region", None)
-        include_defaults = include_defaults and getattr(configured, "include_defaults", True)
+            dirs = list(configured.dirs)
+        names.update(configured.metric_names)
+        region = region or configured.default_phone_region
+        include_defaults = include_defaults and configured.include_defaults
     for item in metric_names:
         default, separator, name = item.partition("=")
         if not separator or not default.strip() or not name.strip():
@@ -262,7 +308,7 @@ def _load(
         names[default.strip()] = name.strip()
     try:
         catalog = SchemaCatalog.load()
-        registry = load_registry(
+        compiled = compile_rules(
             dirs,
             catalog=catalog,
             metric_names=names,
@@ -270,16 +316,16 @@ def _load(
             include_defaults=include_defaults,
             force_backfill=backfill,
         )
-    except RegistryError as exc:
+    except RulesError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_CONFIG)
     except ConfigError as exc:
         _fail(f"configuration error: {exc}")
-    return registry, catalog
+    return compiled, catalog
 
 
-def _configured_registry(config_file: Path | None) -> Any:
-    """The settings' ``registry`` section, when a config file is given and has one."""
+def _configured_rules(config_file: Path | None) -> RulesSettings | None:
+    """The settings' ``rules`` section when a config file is given; deprecation notes to stderr."""
     if config_file is None:
         return None
     from consumer.settings import load_settings
@@ -288,8 +334,9 @@ def _configured_registry(config_file: Path | None) -> Any:
         settings = load_settings(config_file)
     except ConfigError as exc:
         _fail(f"configuration error: {exc}")
-    # The section is optional: settings without it (older configurations) use the defaults.
-    return getattr(settings, "registry", None)
+    for note in settings.deprecations:
+        click.echo(f"kafka-klaviyo: {note}", err=True)
+    return settings.rules
 
 
 def _record_from_file(path: Path, catalog: SchemaCatalog) -> DecodedRecord:

@@ -22,7 +22,7 @@ import phonenumbers
 
 from consumer.errors import TranslationError
 from consumer.phones import NOT_VALID, to_e164
-from consumer.registry.paths import (
+from consumer.rules.paths import (
     ANY,
     FLOAT,
     INT,
@@ -535,7 +535,7 @@ FUNCTIONS: dict[str, Function] = {
             "e164(phone[, region]) -> text",
             "A phone number in E.164 (+16172531000); a number that cannot be one fails the"
             " message. The region (ISO 3166 alpha-2) for numbers written without a country"
-            " code defaults to the registry's default_phone_region.",
+            " code defaults to the rules' default_phone_region setting.",
             1,
             2,
             _infer_e164,

@@ -1,4 +1,4 @@
-"""What the compiled registry produces: OrderTranslator's exact outputs, and every output kind."""
+"""What the compiled rules produce: OrderTranslator's exact outputs, and every output kind."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from consumer.decode import DecodedRecord
 from consumer.endpoints import Endpoint
 from consumer.errors import TranslationError, UnmappedRecordError
-from consumer.registry import CompiledRegistry, load_registry
-from consumer.registry.functions import (
+from consumer.rules import CompiledRules, compile_rules
+from consumer.rules.functions import (
     Where,
     rt_e164,
     rt_join,
@@ -44,8 +44,8 @@ def catalog() -> SchemaCatalog:
 
 
 @pytest.fixture(scope="module")
-def registry(catalog: SchemaCatalog) -> CompiledRegistry:
-    return load_registry(catalog=catalog)
+def compiled(catalog: SchemaCatalog) -> CompiledRules:
+    return compile_rules(catalog=catalog)
 
 
 # --- OrderPlaced: exactly what the hand-written translator produces -------------------------
@@ -91,10 +91,10 @@ def orders() -> list[dict[str, Any]]:
     ]
 
 
-def test_order_placed_outputs_equal_order_translators_exactly(registry: CompiledRegistry) -> None:
+def test_order_placed_outputs_equal_order_translators_exactly(compiled: CompiledRules) -> None:
     handwritten = OrderTranslator()
     for order in orders():
-        ours = registry.translate(record(copy.deepcopy(order)))
+        ours = compiled.translate(record(copy.deepcopy(order)))
         theirs = handwritten.translate(record(copy.deepcopy(order)))
         assert ours == theirs
         # Equal down to key order, so the JSON bytes Klaviyo receives are the same too.
@@ -112,7 +112,7 @@ def test_renamed_metrics_and_backfill_equal_order_translators(catalog: SchemaCat
         default_phone_region="GB",
         backfill=True,
     )
-    registry = load_registry(
+    compiled = compile_rules(
         catalog=catalog,
         metric_names={"Placed Order": "Order Placed", "Ordered Product": "Product Ordered"},
         default_phone_region="GB",
@@ -120,7 +120,7 @@ def test_renamed_metrics_and_backfill_equal_order_translators(catalog: SchemaCat
     )
     order = guide_order()
     order["customer"]["phone"] = "020 7946 0958"
-    assert registry.translate(record(order)) == handwritten.translate(record(order))
+    assert compiled.translate(record(order)) == handwritten.translate(record(order))
 
 
 @pytest.mark.parametrize(
@@ -133,12 +133,12 @@ def test_renamed_metrics_and_backfill_equal_order_translators(catalog: SchemaCat
     ],
 )
 def test_order_errors_match_order_translator_and_carry_no_pii(
-    registry: CompiledRegistry, change: dict[str, Any], field: str
+    compiled: CompiledRules, change: dict[str, Any], field: str
 ) -> None:
     order = guide_order()
     order["customer"] |= change
     with pytest.raises(TranslationError) as ours:
-        registry.translate(record(order))
+        compiled.translate(record(order))
     with pytest.raises(TranslationError) as theirs:
         OrderTranslator().translate(record(order))
     assert ours.value.field == theirs.value.field == field
@@ -150,9 +150,9 @@ def test_order_errors_match_order_translator_and_carry_no_pii(
         assert secret not in str(ours.value).lower()
 
 
-def test_unmapped_record(registry: CompiledRegistry) -> None:
+def test_unmapped_record(compiled: CompiledRules) -> None:
     with pytest.raises(UnmappedRecordError):
-        registry.translate(record({}, name="shop.events.Money"))
+        compiled.translate(record({}, name="shop.events.Money"))
 
 
 # --- browsing events ---------------------------------------------------------------------------
@@ -186,8 +186,8 @@ def line(sku: str, price: str, quantity: int = 1) -> dict[str, Any]:
     }
 
 
-def test_site_visited_becomes_active_on_site(registry: CompiledRegistry) -> None:
-    [op] = registry.translate(
+def test_site_visited_becomes_active_on_site(compiled: CompiledRules) -> None:
+    [op] = compiled.translate(
         record(
             {
                 "event_id": "ev-1",
@@ -214,7 +214,7 @@ def test_site_visited_becomes_active_on_site(registry: CompiledRegistry) -> None
     }
 
 
-def test_started_checkout_unique_id_is_cart_and_unix_time(registry: CompiledRegistry) -> None:
+def test_started_checkout_unique_id_is_cart_and_unix_time(compiled: CompiledRules) -> None:
     data = {
         "event_id": "e",
         "store_id": "s",
@@ -225,7 +225,7 @@ def test_started_checkout_unique_id_is_cart_and_unix_time(registry: CompiledRegi
         "total": money("3"),
         "checkout_url": "https://shop/checkout",
     }
-    [op] = registry.translate(record(data, "shop.events.CheckoutStarted"))
+    [op] = compiled.translate(record(data, "shop.events.CheckoutStarted"))
     assert op.payload.event["unique_id"] == "1000123_1387299423"
     assert op.payload.event["value"] == 3.0
     assert op.payload.event["properties"]["Items"][0]["RowTotal"] == 3.0
@@ -234,7 +234,7 @@ def test_started_checkout_unique_id_is_cart_and_unix_time(registry: CompiledRegi
 # --- profiles, subscriptions, catalog ---------------------------------------------------------
 
 
-def test_customer_upserted_becomes_a_profile_upsert(registry: CompiledRegistry) -> None:
+def test_customer_upserted_becomes_a_profile_upsert(compiled: CompiledRules) -> None:
     data = {
         "event_id": "e",
         "store_id": "s",
@@ -255,7 +255,7 @@ def test_customer_upserted_becomes_a_profile_upsert(registry: CompiledRegistry) 
         "locale": "en-GB",
         "properties": {"tier": "gold"},
     }
-    [op] = registry.translate(record(data, "shop.events.CustomerUpserted"))
+    [op] = compiled.translate(record(data, "shop.events.CustomerUpserted"))
     assert op.endpoint is Endpoint.PROFILES
     assert op.payload == {
         "attributes": {
@@ -272,7 +272,7 @@ def test_customer_upserted_becomes_a_profile_upsert(registry: CompiledRegistry) 
     }
     assert op.dedup_key == ("profile", "email:ada@example.org")
     data["properties"] = {}
-    [op] = registry.translate(record(data, "shop.events.CustomerUpserted"))
+    [op] = compiled.translate(record(data, "shop.events.CustomerUpserted"))
     assert "properties" not in op.payload["attributes"]
 
 
@@ -293,8 +293,8 @@ def subscription(**changes: Any) -> DecodedRecord:
     return record(data | changes, "shop.events.SubscriptionChanged")
 
 
-def test_email_subscribe(registry: CompiledRegistry) -> None:
-    [op] = registry.translate(subscription())
+def test_email_subscribe(compiled: CompiledRules) -> None:
+    [op] = compiled.translate(subscription())
     assert op.endpoint is Endpoint.SUBSCRIBE and op.group == "LIST1"
     assert op.payload == {
         "attributes": {
@@ -312,8 +312,8 @@ def test_email_subscribe(registry: CompiledRegistry) -> None:
     assert op.dedup_key == ("LIST1", "email", "email:ada@example.org")
 
 
-def test_sms_unsubscribe_uses_the_e164_number(registry: CompiledRegistry) -> None:
-    [op] = registry.translate(subscription(channel="SMS", action="UNSUBSCRIBE"))
+def test_sms_unsubscribe_uses_the_e164_number(compiled: CompiledRules) -> None:
+    [op] = compiled.translate(subscription(channel="SMS", action="UNSUBSCRIBE"))
     assert op.endpoint is Endpoint.UNSUBSCRIBE and op.group == "LIST1"
     assert op.payload == {
         "attributes": {
@@ -333,10 +333,10 @@ def test_sms_unsubscribe_uses_the_e164_number(registry: CompiledRegistry) -> Non
     ],
 )
 def test_subscription_failures_are_translation_errors(
-    registry: CompiledRegistry, changes: dict[str, Any], field: str
+    compiled: CompiledRules, changes: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(TranslationError) as info:
-        registry.translate(subscription(**changes))
+        compiled.translate(subscription(**changes))
     assert info.value.field == field and info.value.rule == "subscription"
     assert "not a number" not in str(info.value)
 
@@ -361,8 +361,8 @@ def product(**changes: Any) -> DecodedRecord:
     return record(data | changes, "shop.events.ProductUpserted")
 
 
-def test_product_upserted_is_a_catalog_create_and_update(registry: CompiledRegistry) -> None:
-    create, update = registry.translate(product())
+def test_product_upserted_is_a_catalog_create_and_update(compiled: CompiledRules) -> None:
+    create, update = compiled.translate(product())
     categories = {
         "categories": {
             "data": [
@@ -398,9 +398,9 @@ def test_product_upserted_is_a_catalog_create_and_update(registry: CompiledRegis
     assert create.dedup_key == update.dedup_key == ("$custom:::$default:::1111",)
 
 
-def test_product_deleted_is_a_catalog_delete(registry: CompiledRegistry) -> None:
+def test_product_deleted_is_a_catalog_delete(compiled: CompiledRules) -> None:
     data = {"event_id": "e", "store_id": "s", "occurred_at": NOW, "product_id": "1111"}
-    [op] = registry.translate(record(data, "shop.events.ProductDeleted"))
+    [op] = compiled.translate(record(data, "shop.events.ProductDeleted"))
     assert op.endpoint is Endpoint.CATALOG_DELETE
     assert op.payload == {"id": "$custom:::$default:::1111"}
 
@@ -457,7 +457,7 @@ rules:
 
 def test_language_features_compile_and_run(catalog: SchemaCatalog, tmp_path: Path) -> None:
     (tmp_path / "f.yaml").write_text(FEATURES, encoding="utf-8")
-    registry = load_registry([tmp_path], catalog=catalog, include_defaults=False)
+    compiled = compile_rules([tmp_path], catalog=catalog, include_defaults=False)
     items = [line("A", "0.50", 1), line("B", "2.00", 6), line("A", "3.00", 0)]
     items[1]["brand"] = "Acme"
     items[1]["product_url"] = "https://p/b"
@@ -471,7 +471,7 @@ def test_language_features_compile_and_run(catalog: SchemaCatalog, tmp_path: Pat
         "total": money("12.00"),
         "checkout_url": "u",
     }
-    ops = registry.translate(record(data, "shop.events.CheckoutStarted"))
+    ops = compiled.translate(record(data, "shop.events.CheckoutStarted"))
     assert len(ops) == 2  # the line with quantity 0 fails `when`
     first, second = (op.payload.event for op in ops)
     assert ops[0].payload.profile == {"email": "ada@example.org", "phone_number": "+442079460958"}
@@ -516,7 +516,7 @@ def test_null_template_placeholder_and_bad_number_fail_the_message(
         ),
         encoding="utf-8",
     )
-    registry = load_registry([tmp_path], catalog=catalog, include_defaults=False)
+    compiled = compile_rules([tmp_path], catalog=catalog, include_defaults=False)
     data = {
         "event_id": "e1",
         "store_id": "s",
@@ -526,13 +526,13 @@ def test_null_template_placeholder_and_bad_number_fail_the_message(
         "referrer": "12.5",
         "session_id": "S",
     }
-    [op] = registry.translate(record(data, "shop.events.SiteVisited"))
+    [op] = compiled.translate(record(data, "shop.events.SiteVisited"))
     assert op.payload.event["value"] == 12.5 and op.payload.event["unique_id"] == "S-e1"
     with pytest.raises(TranslationError) as info:
-        registry.translate(record(data | {"referrer": "lots"}, "shop.events.SiteVisited"))
+        compiled.translate(record(data | {"referrer": "lots"}, "shop.events.SiteVisited"))
     assert info.value.field == "event.value" and "not a number" in str(info.value)
     with pytest.raises(TranslationError) as info:
-        registry.translate(record(data | {"session_id": None}, "shop.events.SiteVisited"))
+        compiled.translate(record(data | {"session_id": None}, "shop.events.SiteVisited"))
     assert info.value.field == "event.unique_id"
 
 
@@ -550,8 +550,8 @@ def test_runtime_functions() -> None:
     assert rt_number_repeats(["a", "a", "b", "a"]) == ["a", "a_2", "b", "a_3"]
 
 
-def test_traced_attributes_operations_to_rules(registry: CompiledRegistry) -> None:
-    traced = registry.traced(record(guide_order()))
+def test_traced_attributes_operations_to_rules(compiled: CompiledRules) -> None:
+    traced = compiled.traced(record(guide_order()))
     assert [(t.rule.name, len(t.operations)) for t in traced] == [
         ("placed-order", 1),
         ("ordered-product", 2),
@@ -576,14 +576,14 @@ def test_a_fan_out_that_emits_nothing_does_not_need_a_profile(
         ),
         encoding="utf-8",
     )
-    registry = load_registry([tmp_path], catalog=catalog, include_defaults=False)
+    compiled = compile_rules([tmp_path], catalog=catalog, include_defaults=False)
     order = guide_order()
     order["customer"] |= {"email": None, "phone": None}
     order["line_items"] = []
-    assert registry.translate(record(order)) == []
+    assert compiled.translate(record(order)) == []
     order["line_items"] = guide_order()["line_items"]
     with pytest.raises(TranslationError, match="no identifier"):
-        registry.translate(record(order))
+        compiled.translate(record(order))
 
 
 def test_lists_built_inside_a_profile_see_the_whole_record(
@@ -615,12 +615,12 @@ def test_lists_built_inside_a_profile_see_the_whole_record(
         ),
         encoding="utf-8",
     )
-    registry = load_registry([tmp_path], catalog=catalog, include_defaults=False)
+    compiled = compile_rules([tmp_path], catalog=catalog, include_defaults=False)
     order = guide_order()
     order["customer"]["phone"] = "(617) 253-1000"
     for number, item in enumerate(order["line_items"], 1):
         item["line_id"] = f"L{number}"
-    [op] = registry.translate(record(order))
+    [op] = compiled.translate(record(order))
     shared = {"Buyer": "John", "Phone": "+16172531000"}
     assert op.payload.profile["properties"] == {
         "Lines": [
@@ -640,5 +640,5 @@ def test_lists_built_inside_a_profile_see_the_whole_record(
     }
     order["line_items"][1]["line_id"] = None
     with pytest.raises(TranslationError) as info:
-        registry.translate(record(order))
+        compiled.translate(record(order))
     assert info.value.field == "profile.properties.Lines[].Id"

@@ -15,7 +15,7 @@ from typing import Any
 from consumer.endpoints import Endpoint
 from consumer.errors import TranslationError
 from consumer.messages import Operation
-from consumer.registry.functions import Where, rt_string
+from consumer.rules.functions import Where, rt_string
 
 #: Marks a shared value not computed yet (None is a legitimate value).
 UNSET: Any = object()
