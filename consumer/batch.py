@@ -1,16 +1,29 @@
-"""Batching: operations for one (account, endpoint, group) collected into bulk requests.
+"""The batch step: operations collected into bulk requests, in an order that keeps state right.
 
-A batch closes when it reaches the endpoint's item count, when one more item would pass its
-byte limit, or when its linger time has passed. Each item is JSON-encoded once, when it is
-added; the request body is assembled from those bytes (see :mod:`consumer.bodies`).
+:class:`Batching` keeps one open batch per (account, endpoint, group). A batch closes when it
+reaches the endpoint's item count, when one more item would pass its byte limit, or when its
+linger time has passed. Each item is JSON-encoded once, when it is added; the request body is
+assembled from those bytes (see :mod:`consumer.bodies`).
+
 Repeats of a dedup key inside one batch are folded into one item, because one repeat makes
-Klaviyo fail the whole request: events keep the first (as Klaviyo would), upserts of profiles
-and catalog items keep the latest state.
+Klaviyo fail the whole request: events keep the first (as Klaviyo would), profile, consent and
+catalog upserts keep the latest state. A folded repeat whose bytes differ keeps its own item as
+a *twin*: if Klaviyo refuses the item sent, the twin is sent on its own, so a message is never
+dead-lettered for another message's content.
+
+Latest state wins: operations that set state (:attr:`~consumer.messages.Operation.state_key`:
+a profile, a consent per list, channel and person, a catalog item) must reach Klaviyo in Kafka
+order, across endpoints (an unsubscribe after a subscribe) and under retries. When an operation
+joins a batch, every other unfinished batch holding the same key for an earlier message becomes
+a batch it must wait for (``Batch.after``); the delivery scheduler sends a batch only once
+those have finished. A batch only ever waits for batches that are already closed (an open one
+holding the key is closed there and then), so the waits never form a cycle.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 from consumer.bodies import EncodedItem, body_format
@@ -18,13 +31,48 @@ from consumer.commit import MessageTicket
 from consumer.endpoints import Endpoint
 from consumer.messages import Operation
 
+BatchKey = tuple[str, Endpoint, str | None]
+StateKey = tuple[Hashable, ...]
+
 
 @dataclass(eq=False, slots=True)
 class BatchEntry:
-    """One item of a batch, and the messages waiting for it (several after dedup)."""
+    """One item of a batch, the messages it stands for, and folded repeats with other bytes.
+
+    ``tickets`` are the messages whose own item is ``item`` (a repeat with the same bytes
+    joins them); ``twins`` are repeats whose item differs, in arrival order.
+    """
 
     item: EncodedItem
     tickets: list[MessageTicket]
+    twins: list[tuple[MessageTicket, EncodedItem]] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        """Some message behind it still belongs to this consumer (not revoked or lost)."""
+        return any(not t.released for t in self.tickets) or any(
+            not t.released for t, _ in self.twins
+        )
+
+    def all_tickets(self) -> Iterator[MessageTicket]:
+        yield from self.tickets
+        for ticket, _ in self.twins:
+            yield ticket
+
+    def successor(self, *, keep_latest: bool) -> BatchEntry | None:
+        """The entry to send once Klaviyo refused this one's item: its twins, or None."""
+        if not self.twins:
+            return None
+        twins = list(self.twins)
+        ticket, item = twins.pop() if keep_latest else twins.pop(0)
+        tickets = [ticket]
+        rest = []
+        for twin, twin_item in twins:
+            if twin_item.json == item.json:
+                tickets.append(twin)
+            else:
+                rest.append((twin, twin_item))
+        return BatchEntry(item, tickets, rest)
 
 
 @dataclass(eq=False, slots=True)
@@ -40,13 +88,34 @@ class Batch:
     # Profiles already in the body (events are grouped under their profile).
     profile_keys: set[bytes] = field(default_factory=set)
     by_dedup_key: dict[tuple[str, ...], BatchEntry] = field(default_factory=dict)
+    # State keys of the operations it holds, and the closed batches it must wait for.
+    state_keys: set[StateKey] = field(default_factory=set)
+    after: set[Batch] = field(default_factory=set)
+    dependents: list[Batch] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def key(self) -> BatchKey:
+        return (self.account, self.endpoint, self.group)
+
+    @property
+    def keep_latest(self) -> bool:
+        """Folded repeats keep the latest item (state), not the first (events)."""
+        return self.endpoint.spec.state is not None
+
+    def drop_released(self) -> int:
+        """Remove entries no message of ours stands behind any more; how many are left."""
+        if all(entry.live for entry in self.entries):
+            return len(self.entries)
+        self.entries = [entry for entry in self.entries if entry.live]
+        self.by_dedup_key = {k: e for k, e in self.by_dedup_key.items() if e.live}
+        return len(self.entries)
+
 
 class Batcher:
-    """Open batch of one (account, endpoint, group); hands back batches ready to send."""
+    """The open batch of one (account, endpoint, group)."""
 
     def __init__(
         self, account: str, endpoint: Endpoint, linger_s: float, group: str | None = None
@@ -55,50 +124,57 @@ class Batcher:
         self.endpoint = endpoint
         self.group = group
         self._format = body_format(endpoint)
-        # Klaviyo keeps the first of repeated events, but for profile and catalog upserts
-        # the last state is the true one.
-        self._keep_latest = endpoint is not Endpoint.EVENTS
+        self._keep_latest = endpoint.spec.state is not None
         self._max_items = endpoint.spec.max_items
         self._max_bytes = endpoint.spec.max_bytes - self._format.envelope_bytes
         self._linger_s = linger_s
         self._open: Batch | None = None
 
-    def add(self, operation: Operation, ticket: MessageTicket) -> Batch | None:
-        """Add one operation; returns the batch it closed, if adding it closed one."""
+    @property
+    def open_batch(self) -> Batch | None:
+        return self._open
+
+    def plan(self, operation: Operation) -> tuple[bool, EncodedItem | None]:
+        """Where ``operation`` would go: (the open batch must close first, its encoded item).
+
+        The item is None when the operation folds into an item of the open batch."""
         batch = self._open
         key = operation.dedup_key
-        if batch is not None and key is not None:
-            twin = batch.by_dedup_key.get(key)
-            if twin is not None:
-                twin.tickets.append(ticket)
-                if self._keep_latest:
-                    # Upserts carry full state: the newer message's item wins.
-                    item = self._format.encode(operation)
-                    batch.size_bytes += len(item.json) - len(twin.item.json)
-                    twin.item = item
-                return None
+        if batch is not None and key is not None and key in batch.by_dedup_key:
+            return False, None
         item = self._format.encode(operation)
-        cost = item.cost(batch.profile_keys if batch is not None else None)
-        closed = None
-        if batch is not None and (
-            len(batch.entries) >= self._max_items or batch.size_bytes + cost > self._max_bytes
-        ):
-            closed, batch = batch, None
-        if batch is None:
-            batch = self._open = Batch(self.account, self.endpoint, self.group, time.monotonic())
-            cost = item.cost(None)
-        entry = BatchEntry(item, [ticket])
-        batch.entries.append(entry)
-        batch.size_bytes += cost
-        if item.group_key is not None:
-            batch.profile_keys.add(item.group_key)
-        if key is not None:
-            batch.by_dedup_key[key] = entry
+        full = batch is not None and (
+            len(batch.entries) >= self._max_items
+            or batch.size_bytes + item.cost(batch.profile_keys) > self._max_bytes
+        )
+        return full, item
+
+    def add(
+        self,
+        operation: Operation,
+        ticket: MessageTicket,
+        plan: tuple[bool, EncodedItem | None] | None = None,
+    ) -> Batch | None:
+        """Add one operation (``plan``: what :meth:`plan` said, if asked already); returns
+        the batch it closed, if adding it closed one."""
+        closes, item = self.plan(operation) if plan is None else plan
+        if item is None:
+            assert self._open is not None and operation.dedup_key is not None
+            self._fold(self._open, self._open.by_dedup_key[operation.dedup_key], operation, ticket)
+            return None
+        closed = self.take_open() if closes else None
+        batch = self.open_or_new()
+        self._append(batch, item, operation, ticket)
         if closed is None and len(batch.entries) >= self._max_items:
             # Full: send it now rather than wait for the next item or the linger.
             self._open = None
             return batch
         return closed
+
+    def open_or_new(self) -> Batch:
+        if self._open is None:
+            self._open = Batch(self.account, self.endpoint, self.group, time.monotonic())
+        return self._open
 
     def take_due(self, now: float) -> Batch | None:
         """The open batch if its linger time has passed."""
@@ -109,10 +185,153 @@ class Batcher:
         return None
 
     def take_open(self) -> Batch | None:
-        """The open batch regardless of linger (shutdown and revoke flush everything)."""
+        """The open batch regardless of linger (revoke, shutdown, or to keep state order)."""
         batch, self._open = self._open, None
         return batch
 
-    @property
-    def open_batch(self) -> Batch | None:
-        return self._open
+    def _append(
+        self, batch: Batch, item: EncodedItem, operation: Operation, ticket: MessageTicket
+    ) -> None:
+        entry = BatchEntry(item, [ticket])
+        batch.entries.append(entry)
+        batch.size_bytes += item.cost(batch.profile_keys)
+        if item.group_key is not None:
+            batch.profile_keys.add(item.group_key)
+        if operation.dedup_key is not None:
+            batch.by_dedup_key[operation.dedup_key] = entry
+
+    def _fold(
+        self, batch: Batch, entry: BatchEntry, operation: Operation, ticket: MessageTicket
+    ) -> None:
+        item = self._format.encode(operation)
+        if item.json == entry.item.json:
+            entry.tickets.append(ticket)
+        elif self._keep_latest:
+            # Upserts carry full state: the newer message's item is the one to send.
+            entry.twins.extend((older, entry.item) for older in entry.tickets)
+            batch.size_bytes += len(item.json) - len(entry.item.json)
+            entry.item, entry.tickets = item, [ticket]
+        else:
+            entry.twins.append((ticket, item))
+
+
+@dataclass(slots=True)
+class _Holders:
+    """Unfinished batches holding one state key: for its latest message, and for earlier ones."""
+
+    ticket: MessageTicket
+    current: list[Batch] = field(default_factory=list)
+    earlier: list[Batch] = field(default_factory=list)
+
+
+class Batching:
+    """Every open batch, and the order stateful operations must keep between batches."""
+
+    def __init__(self, linger_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._linger_s = linger_s
+        self._clock = clock
+        self._batchers: dict[BatchKey, Batcher] = {}
+        self._holders: dict[StateKey, _Holders] = {}
+
+    def add(self, account: str, operation: Operation, ticket: MessageTicket) -> list[Batch]:
+        """Add one operation; returns the batches that closed (full, or closed to keep order)."""
+        key: BatchKey = (account, operation.endpoint, operation.group)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = Batcher(account, operation.endpoint, self._linger_s, operation.group)
+            self._batchers[key] = batcher
+        closed: list[Batch] = []
+        state = operation.state_key
+        plan = None
+        if state is not None:
+            plan = batcher.plan(operation)
+            if plan[0]:
+                closed.append(batcher.take_open())  # type: ignore[arg-type]
+                plan = (False, plan[1])
+            self._keep_order((account, *state), batcher.open_or_new(), ticket, closed)
+        done = batcher.add(operation, ticket, plan)
+        if done is not None:
+            closed.append(done)
+        self._drop_idle(key, batcher)
+        return closed
+
+    def _keep_order(
+        self, state: StateKey, batch: Batch, ticket: MessageTicket, closed: list[Batch]
+    ) -> None:
+        """``batch`` is about to hold ``state`` for ``ticket``: make it wait for every batch
+        holding the key for an earlier message (closing any of them still open)."""
+        holders = self._holders.get(state)
+        if holders is None:
+            holders = self._holders[state] = _Holders(ticket)
+        elif holders.ticket is not ticket:
+            # A newer message for this key: everything holding it so far goes first.
+            holders.earlier += holders.current
+            holders.current = []
+            holders.ticket = ticket
+        for earlier in holders.earlier:
+            if earlier is batch or earlier in batch.after:
+                continue  # in the open batch a fold replaces (or twins) the older item
+            other = self._batchers.get(earlier.key)
+            if other is not None and other.open_batch is earlier:
+                # Only closed batches are waited for: close this one now.
+                closed.append(other.take_open())  # type: ignore[arg-type]
+                self._drop_idle(earlier.key, other)
+            batch.after.add(earlier)
+            earlier.dependents.append(batch)
+        if batch not in holders.current:
+            holders.current.append(batch)
+        batch.state_keys.add(state)
+
+    def due(self, now: float | None = None) -> list[Batch]:
+        """Open batches whose linger time has passed."""
+        now = self._clock() if now is None else now
+        out = []
+        for key, batcher in list(self._batchers.items()):
+            batch = batcher.take_due(now)
+            if batch is not None:
+                out.append(batch)
+                self._drop_idle(key, batcher)
+        return out
+
+    def close_all(self) -> list[Batch]:
+        """Every open batch, closed now (revoke and shutdown)."""
+        out = [b for b in (batcher.take_open() for batcher in self._batchers.values()) if b]
+        self._batchers.clear()
+        return out
+
+    def drop_released(self) -> list[Batch]:
+        """Remove entries of revoked or lost partitions from open batches; the batches left
+        empty are dropped and returned (they are finished without a request)."""
+        emptied = []
+        for key, batcher in list(self._batchers.items()):
+            batch = batcher.open_batch
+            if batch is not None and batch.drop_released() == 0:
+                batcher.take_open()
+                self._drop_idle(key, batcher)
+                emptied.append(batch)
+        for batch in emptied:
+            self.finished(batch)
+        return emptied
+
+    def finished(self, batch: Batch) -> None:
+        """``batch`` was delivered or dropped: it no longer holds its state keys."""
+        for state in batch.state_keys:
+            holders = self._holders.get(state)
+            if holders is None:
+                continue
+            holders.current = [b for b in holders.current if b is not batch]
+            holders.earlier = [b for b in holders.earlier if b is not batch]
+            if not holders.current and not holders.earlier:
+                del self._holders[state]
+
+    def open_batches(self) -> int:
+        return sum(1 for batcher in self._batchers.values() if batcher.open_batch is not None)
+
+    def held_keys(self) -> int:
+        """State keys with unfinished batches (bounded by the work in flight)."""
+        return len(self._holders)
+
+    def _drop_idle(self, key: BatchKey, batcher: Batcher) -> None:
+        # Batchers per list id come from message data: keep only those with an open batch.
+        if batcher.open_batch is None and self._batchers.get(key) is batcher:
+            del self._batchers[key]

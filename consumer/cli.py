@@ -15,8 +15,9 @@ import click
 
 from consumer import __version__
 from consumer.errors import ConfigError
-from consumer.exit_codes import EXIT_CONFIG
+from consumer.exit_codes import EXIT_CONFIG, EXIT_FATAL
 from consumer.logs import configure_logging
+from consumer.redact import mask
 
 _CONFIG_OPTION = click.option(
     "--config",
@@ -47,23 +48,35 @@ def run(config_file: Path | None) -> None:
     dead-lettered. SIGTERM drains in-flight batches within the grace period, commits and
     leaves the group.
     """
+    from consumer.compose import build_service
     from consumer.runner import Runner
     from consumer.settings import load_settings
 
+    code = EXIT_FATAL
     try:
-        settings = load_settings(config_file)
-        configure_logging(settings.observability.log_level)
-        runner = Runner(settings)
-    except ConfigError as exc:
-        _fail_config(exc)
-    runner.install_signal_handlers()
-    code = runner.run()
-    # Everything is committed or abandoned by now; delivery threads may still sit in an
-    # HTTP request to a hanging Klaviyo, and waiting for them would overrun the grace period.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+        try:
+            settings = load_settings(config_file)
+            configure_logging(settings.observability.log_level)
+            for note in settings.deprecations:
+                logging.getLogger("consumer.settings").warning("%s", note)
+            runner = Runner(build_service(settings))
+        except ConfigError as exc:
+            _fail_config(exc)
+        runner.install_signal_handlers()
+        code = runner.run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    except Exception as exc:  # building the service failed in a way nobody translated
+        logging.getLogger(__name__).error(
+            "cannot start: %s", mask(f"{type(exc).__name__}: {exc}"), exc_info=exc
+        )
+    finally:
+        # Everything is committed or abandoned by now; delivery threads may still sit in an
+        # HTTP request to a hanging Klaviyo, and the interpreter would wait for them at exit.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _fail_config(exc: ConfigError) -> None:

@@ -24,9 +24,10 @@ Errors, and where they go:
   :class:`~consumer.errors.SchemaMismatchError`, :class:`~consumer.errors.UnmappedRecordError`
   - bad data: dead-letter the message. ``record_name`` is set when known, ``detail`` carries
   ``schema_id`` or ``fingerprint`` (hex). Messages never contain field values.
-* :class:`RegistryUnavailableError` - the registry could not be asked (connection error,
-  timeout, 5xx, 429). Not bad data: never dead-letter; retry the message later. Nothing is
-  cached, so the same message decodes once the registry answers again.
+* :class:`~consumer.errors.SchemaRegistryUnavailableError` - the registry could not be asked
+  (connection error, timeout, 5xx, 429). Not bad data: never dead-letter; the pipeline parks
+  the partition and retries. Nothing is cached, so the message decodes once the registry
+  answers again.
 * :class:`~consumer.errors.ConfigError` - the registry refused our credentials (401/403):
   stop the process.
 """
@@ -49,12 +50,13 @@ from fastavro.schema import load_schema
 from consumer.errors import (
     ConfigError,
     DecodeError,
-    KafkaKlaviyoError,
     NotAvroError,
     SchemaMismatchError,
+    SchemaRegistryUnavailableError,
     UnknownSchemaError,
     UnmappedRecordError,
 )
+from consumer.messages import DecodedRecord
 from consumer.schemas import SchemaCatalog, encoding_form
 
 __all__ = [
@@ -62,7 +64,6 @@ __all__ = [
     "SINGLE_OBJECT_MARKER",
     "DecodedRecord",
     "Decoder",
-    "RegistryUnavailableError",
 ]
 
 CONFLUENT_MAGIC_BYTE = 0
@@ -73,35 +74,6 @@ _SINGLE_OBJECT_HEADER = 10
 _SHOWN_BYTES = 4
 _MAX_REFERENCE_DEPTH = 32
 _ROOT = "$root"
-
-
-class RegistryUnavailableError(KafkaKlaviyoError):
-    """The Schema Registry could not be asked for a writer schema; retry, never dead-letter.
-
-    Deliberately not a :class:`~consumer.errors.MessageError`: an outage is not bad data.
-    The pipeline should pause (or crash and restart from the last commit) rather than
-    dead-letter. ``http_status`` is None for connection errors and timeouts.
-    """
-
-    def __init__(self, message: str, *, schema_id: int, http_status: int | None = None) -> None:
-        super().__init__(message)
-        self.schema_id = schema_id
-        self.http_status = http_status
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedRecord:
-    """One decoded message value.
-
-    ``record_name`` is the catalog's full name of the record (the reader schema's name, which
-    differs from the writer's only through an alias). Exactly one of ``schema_id`` (Confluent
-    framing) and ``fingerprint`` (single-object framing, 8 bytes) is set.
-    """
-
-    record_name: str
-    data: dict[str, Any]
-    schema_id: int | None
-    fingerprint: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +113,7 @@ class Decoder:
     """Turns message values into :class:`DecodedRecord` objects; one per consumer.
 
     ``registry`` is needed only for Confluent-framed values. ``mapped_records`` (full names
-    the translation registry maps) makes any other record fail with
+    the translation rules map) makes any other record fail with
     :class:`~consumer.errors.UnmappedRecordError`; when it is None every record decodes, and a
     record the catalog lacks is read with its writer schema alone (for inspection tools).
 
@@ -166,7 +138,7 @@ class Decoder:
 
     def decode(self, value: bytes | None) -> DecodedRecord:
         """Decode one message value; raises a :class:`~consumer.errors.DecodeError` subclass,
-        :class:`RegistryUnavailableError` or :class:`~consumer.errors.ConfigError`."""
+        :class:`SchemaRegistryUnavailableError` or :class:`~consumer.errors.ConfigError`."""
         if not value:
             raise NotAvroError(
                 "value is not Avro: the message has no value (null or empty)",
@@ -360,13 +332,13 @@ def _ask(schema_id: int, what: str, call: Callable[[], Any]) -> Any:
                 f"Schema Registry refused the credentials (HTTP {status}) while fetching"
                 f" {what}: check the schema registry auth settings"
             ) from exc
-        raise RegistryUnavailableError(
+        raise SchemaRegistryUnavailableError(
             f"Schema Registry answered HTTP {status} while fetching {what}: {exc.error_message}",
             schema_id=schema_id,
             http_status=status if status and status > 0 else None,
         ) from exc
     except Exception as exc:  # connection refused, timeout, DNS: all mean "try later"
-        raise RegistryUnavailableError(
+        raise SchemaRegistryUnavailableError(
             f"Schema Registry unreachable while fetching {what}: {type(exc).__name__}: {exc}",
             schema_id=schema_id,
         ) from exc

@@ -19,6 +19,9 @@ class EndpointSpec:
     max_bytes: int
     burst_per_second: int
     steady_per_minute: int
+    # The kind of Klaviyo state the endpoint sets ("profile", "consent", "catalog"): items of
+    # one kind and key must reach Klaviyo in Kafka order. None: occurrences (events).
+    state: str | None = None
 
 
 # Klaviyo's "5 MB", read as the stricter decimal megabytes.
@@ -29,12 +32,22 @@ class Endpoint(enum.Enum):
     """The Klaviyo bulk endpoints this service posts to."""
 
     EVENTS = EndpointSpec("/api/event-bulk-create-jobs", 1000, _MB, 10, 150)
-    PROFILES = EndpointSpec("/api/profile-bulk-import-jobs", 10_000, _MB, 10, 150)
-    SUBSCRIBE = EndpointSpec("/api/profile-subscription-bulk-create-jobs", 1000, _MB, 75, 750)
-    UNSUBSCRIBE = EndpointSpec("/api/profile-subscription-bulk-delete-jobs", 100, _MB, 75, 750)
-    CATALOG_CREATE = EndpointSpec("/api/catalog-item-bulk-create-jobs", 100, _MB, 75, 750)
-    CATALOG_UPDATE = EndpointSpec("/api/catalog-item-bulk-update-jobs", 100, _MB, 75, 750)
-    CATALOG_DELETE = EndpointSpec("/api/catalog-item-bulk-delete-jobs", 100, _MB, 75, 750)
+    PROFILES = EndpointSpec("/api/profile-bulk-import-jobs", 10_000, _MB, 10, 150, "profile")
+    SUBSCRIBE = EndpointSpec(
+        "/api/profile-subscription-bulk-create-jobs", 1000, _MB, 75, 750, "consent"
+    )
+    UNSUBSCRIBE = EndpointSpec(
+        "/api/profile-subscription-bulk-delete-jobs", 100, _MB, 75, 750, "consent"
+    )
+    CATALOG_CREATE = EndpointSpec(
+        "/api/catalog-item-bulk-create-jobs", 100, _MB, 75, 750, "catalog"
+    )
+    CATALOG_UPDATE = EndpointSpec(
+        "/api/catalog-item-bulk-update-jobs", 100, _MB, 75, 750, "catalog"
+    )
+    CATALOG_DELETE = EndpointSpec(
+        "/api/catalog-item-bulk-delete-jobs", 100, _MB, 75, 750, "catalog"
+    )
 
     @property
     def spec(self) -> EndpointSpec:

@@ -11,14 +11,20 @@ boundary where they happen (``raise ... from exc``) so callers only ever see the
     │   │   ├── NotAvroError          not Avro in a framing we know
     │   │   ├── UnknownSchemaError    schema id / fingerprint nobody knows
     │   │   ├── SchemaMismatchError   unreadable with our reader schema, or a corrupt body
-    │   │   └── UnmappedRecordError   a record type the translation registry does not map
+    │   │   └── UnmappedRecordError   a record type no translation rule maps
     │   ├── TranslationError   stage "translate": carries the rule and the output field
-    │   └── RejectedItemError  stage "deliver": Klaviyo refused this item with a 400
+    │   └── RejectedItemError  stage "deliver": Klaviyo refused this item (400, or 413 alone)
     ├── DeliveryError          talking to Klaviyo failed
     │   ├── TransientDeliveryError    408/429/5xx/timeout/connection: retry, never dead-letter
-    │   ├── BadRequestError           400 and other 4xx: narrowed to the offending items
+    │   ├── BadRequestError           a 400 about items: narrowed to the offending items
+    │   ├── PayloadTooLargeError      413: the batch is split; an item too big alone is bad data
+    │   ├── RequestRejectedError      the request as a whole refused (an unserved revision, a
+    │   │                             wrong URL, 404/405/415): fatal, nothing dead-lettered
     │   └── AuthenticationError       401/403: fatal, stop with one clear line
-    └── DeadLetterError        dead-letter topic not writable: fatal, commit nothing past it
+    ├── SchemaRegistryUnavailableError   the Schema Registry cannot be asked: an outage, retry
+    └── DeadLetterError        dead-letter topic not writable or its limit passed: fatal
+
+Fatal errors (:data:`FATAL_ERRORS`) stop the process without committing past unfinished work.
 
 Messages never contain API keys, e-mail addresses or phone numbers: callers pass masked values.
 """
@@ -135,7 +141,11 @@ class TransientDeliveryError(DeliveryError):
 
 
 class BadRequestError(DeliveryError):
-    """Klaviyo refused the request as invalid; ``errors`` is its JSON:API error list."""
+    """Klaviyo refused items of the request; ``errors`` is its JSON:API error list.
+
+    At least one error carries a ``source.pointer`` (a refusal about the body); the sender
+    narrows the batch to the items the pointers name, or bisects it when they name none.
+    """
 
     def __init__(self, message: str, *, http_status: int, errors: list[dict[str, Any]]) -> None:
         super().__init__(message)
@@ -143,9 +153,53 @@ class BadRequestError(DeliveryError):
         self.errors = errors
 
 
+class PayloadTooLargeError(DeliveryError):
+    """413: the body is too big for Klaviyo (or a proxy in front of it); split the batch."""
+
+    def __init__(self, message: str, *, http_status: int = 413) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class RequestRejectedError(DeliveryError):
+    """Klaviyo refused the request as a whole, whatever its items (configuration, not data).
+
+    An unserved revision, a wrong base URL (404), a method or media type it does not take
+    (405, 415), a 400 whose errors name a request parameter or no source at all, or every item
+    of a batch refused alone with the same pointerless error. Nothing is dead-lettered: the
+    process stops with one line naming the cause.
+    """
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
 class AuthenticationError(DeliveryError):
     """Klaviyo refused the API key (401) or its scopes (403); the process must stop."""
 
 
+class SchemaRegistryUnavailableError(KafkaKlaviyoError):
+    """The Schema Registry could not be asked for a writer schema; retry, never dead-letter.
+
+    Deliberately not a :class:`MessageError`: an outage is not bad data. The pipeline parks
+    the partition and retries the message with backoff. ``http_status`` is None for connection
+    errors and timeouts.
+    """
+
+    def __init__(self, message: str, *, schema_id: int, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.schema_id = schema_id
+        self.http_status = http_status
+
+
 class DeadLetterError(KafkaKlaviyoError):
     """The dead-letter topic could not be written, or the dead-letter limit was passed."""
+
+
+#: Errors that stop the process at once: no retry can mend them and no message is to blame.
+FATAL_ERRORS: tuple[type[KafkaKlaviyoError], ...] = (
+    AuthenticationError,
+    RequestRejectedError,
+    DeadLetterError,
+)

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from consumer.endpoints import Endpoint
 from consumer.errors import ConfigError
 
 # The poll loop turns every ~100 ms; a minute without a turn means it is stuck.
@@ -80,6 +81,12 @@ class Metrics:
     def total(self, name: str, **labels: str) -> float:
         """Current value of one counter sample (for the closing log line)."""
         return self.registry.get_sample_value(f"{name}_total", labels) or 0.0
+
+    def total_delivered(self) -> float:
+        """Items Klaviyo accepted, every endpoint together."""
+        return sum(
+            self.total("kafka_klaviyo_outputs_delivered", endpoint=e.name.lower()) for e in Endpoint
+        )
 
     def polled(self) -> None:
         self.last_poll = time.monotonic()

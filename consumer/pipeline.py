@@ -1,46 +1,47 @@
-"""The one place that wires the steps::
+"""The one place the steps meet::
 
     Kafka message -> decode -> translate -> batch -> deliver -> commit
                         \\__________\\________________\\-> dead-letter
 
 :meth:`Pipeline.process` takes one polled message through decode, translate and batching on the
-poll-loop thread. Closed batches go to a small thread pool that delivers them
-(:mod:`consumer.deliver.sender`). :meth:`Pipeline.tick`, called on every loop turn, sends batches
-whose linger passed, collects finished deliveries, finishes the messages behind them, serves
-dead-letter confirmations and commits the contiguous finished prefix of each partition.
+poll-loop thread. Closed batches go to the delivery scheduler (:mod:`consumer.deliver`), which
+runs them on per-account threads. :meth:`Pipeline.tick`, called on every loop turn, sends
+batches whose linger passed, applies finished deliveries to the tickets of their messages,
+serves dead-letter confirmations, retries decoding parked by a Schema Registry outage, and
+lets the committer commit the finished prefix of each partition.
 
 Error routes (as in arroyo): a :class:`~consumer.errors.MessageError` is bad data and goes to
-the dead-letter topic; an outage is retried inside the sender (backpressure, never
-dead-lettered); anything else (auth, dead-letter failure, bugs) propagates and stops the
-process without committing past unfinished work.
+the dead-letter topic; an outage is retried (Klaviyo's inside the sender, the Schema Registry's
+here, with the partition paused), never dead-lettered; anything else (authentication, a request
+refused as a whole, the dead-letter topic, bugs) propagates and stops the process without
+committing past unfinished work.
 
 Commit order, written down where it happens: deliveries and dead-letter writes are confirmed
-first, then offsets are stored, then committed.
+first (:mod:`consumer.commit` counts a message finished only then), then offsets are stored,
+then committed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from consumer.batch import Batch, Batcher
-from consumer.commit import MessageTicket, OffsetTracker, PartitionProgress
-from consumer.dead_letter import DeadLetterBudget, DeadLetterWriter
-from consumer.decode import DecodedRecord, Decoder
-from consumer.deliver.sender import BatchOutcome, DeliveryAborted, Sender
-from consumer.endpoints import Endpoint
-from consumer.errors import MessageError, RejectedItemError
-from consumer.messages import Operation
+from consumer.batch import Batch, Batching
+from consumer.commit import Committer, MessageTicket, PartitionKey
+from consumer.dead_letter import DeadLetterWriter
+from consumer.decode import Decoder
+from consumer.deliver.scheduler import DeliveryScheduler, Finished
+from consumer.deliver.sender import Backoff
+from consumer.errors import MessageError, RejectedItemError, SchemaRegistryUnavailableError
+from consumer.messages import DecodedRecord, KafkaMessage, Operation
 from consumer.metrics import Metrics
 from consumer.routing import AccountRouter
 
 log = logging.getLogger(__name__)
-
-BatchKey = tuple[str, Endpoint, str | None]
 
 
 class Translator(Protocol):
@@ -59,8 +60,15 @@ class Translator(Protocol):
     def translate(self, record: DecodedRecord) -> list[Operation]:
         """Operations for ``record``; raises TranslationError or UnmappedRecordError."""
         ...
-# Stores and commits the offsets; confirmations come back through Pipeline.acknowledge.
-CommitFn = Callable[[list[PartitionProgress], bool], None]
+
+
+@dataclass(slots=True)
+class _Parked:
+    """Messages of one partition waiting for the Schema Registry, in poll order."""
+
+    tickets: deque[MessageTicket] = field(default_factory=deque)
+    attempt: int = 0
+    retry_at: float = 0.0
 
 
 class Pipeline:
@@ -72,214 +80,181 @@ class Pipeline:
         decoder: Decoder,
         translator: Translator,
         router: AccountRouter,
-        sender: Sender,
+        batching: Batching,
+        deliveries: DeliveryScheduler,
         dead_letters: DeadLetterWriter,
-        dead_letter_budget: DeadLetterBudget,
-        commit: CommitFn,
+        committer: Committer,
         metrics: Metrics,
-        linger_s: float,
-        max_concurrent_requests: int,
-        commit_interval_s: float = 1.0,
+        registry_backoff: Backoff,
+        dead_letter_flush_min_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.tracker = OffsetTracker()
         self._decoder = decoder
         self._translator = translator
         self._route = router.account_for
-        self._sender = sender
+        self._batching = batching
+        self._deliveries = deliveries
         self._dead_letters = dead_letters
-        self._budget = dead_letter_budget
+        self.committer = committer
         self.metrics = metrics
         self._translated = metrics.messages.labels("translated")
         self._dead_lettered = metrics.messages.labels("dead_lettered")
-        self._commit = commit
-        self._linger_s = linger_s
-        self._commit_interval_s = commit_interval_s
-        self._last_commit = time.monotonic()
-        self._batchers: dict[tuple[str, Endpoint, str | None], Batcher] = {}
-        # Threads start on demand; max_concurrent_requests bounds each key, not the pool.
-        self._pool = ThreadPoolExecutor(64, thread_name_prefix="deliver")
-        self._in_flight: dict[Future[BatchOutcome], BatchKey] = {}
-        self._active: Counter[BatchKey] = Counter()
-        self._pending: dict[BatchKey, deque[Batch]] = {}
-        self._max_concurrent = max_concurrent_requests
-        self._closed = False
+        self._registry_backoff = registry_backoff
+        self._flush_min_s = dead_letter_flush_min_s
+        self._clock = clock
+        self._parked: dict[PartitionKey, _Parked] = {}
 
     # -- per message ---------------------------------------------------------------------
 
-    def process(self, message: Any) -> None:
-        """Decode, translate and batch one polled confluent_kafka.Message."""
-        ticket = self.tracker.get(message.topic(), message.partition()).track(
-            message.offset(), message
-        )
+    def process(self, message: KafkaMessage) -> None:
+        """Decode, translate and batch one polled message."""
+        ticket = self.committer.track(message)
+        key = ticket.progress.key
+        parked = self._parked.get(key)
+        if parked is not None:
+            parked.tickets.append(ticket)  # behind the one waiting for the registry
+            return
+        outage = self._handle(ticket)
+        if outage is not None:
+            parked = self._parked[key] = _Parked(deque([ticket]))
+            self._wait_for_registry(key, parked, outage)
+
+    def _handle(self, ticket: MessageTicket) -> SchemaRegistryUnavailableError | None:
+        """Decode, translate and batch; the outage if the Schema Registry could not be asked
+        (the ticket is untouched then, to be handled again)."""
         try:
-            record = self._decoder.decode(message.value())
+            record = self._decoder.decode(ticket.message.value())
             ticket.record_name = record.record_name
             operations = self._translator.translate(record)
             account = self._route(record)
+        except SchemaRegistryUnavailableError as outage:
+            return outage
         except MessageError as error:
             error.record_name = error.record_name or ticket.record_name
-            self._dead_letter(ticket, error, on_confirmed=ticket.finish)
-            return
-        self._budget.succeeded()
+            ticket.fail()
+            self._dead_letter(ticket, error)
+            return None
         self._translated.inc()
-        ticket.outstanding = len(operations)
+        ticket.expect(len(operations))
         for operation in operations:
-            batcher = self._batcher(account, operation.endpoint, operation.group)
-            closed = batcher.add(operation, ticket)
-            if closed is not None:
-                self._send(closed)
+            for batch in self._batching.add(account, operation, ticket):
+                self._deliveries.submit(batch)
+        return None
 
     # -- every loop turn -----------------------------------------------------------------
 
-    def tick(self, now: float | None = None) -> None:
-        """Send lingering batches, collect deliveries, serve dead-letter acks, commit."""
-        now = time.monotonic() if now is None else now
-        for batcher in self._batchers.values():
-            due = batcher.take_due(now)
-            if due is not None:
-                self._send(due)
-        self._collect(block=False)
+    def tick(self) -> None:
+        """Send lingering batches, apply deliveries, serve dead-letter acks, retry parked
+        decoding, commit when the interval has passed."""
+        for batch in self._batching.due():
+            self._deliveries.submit(batch)
+        self._apply(self._deliveries.collect())
         self._dead_letters.poll()
-        if now - self._last_commit >= self._commit_interval_s:
-            self.commit(sync=False)
+        if self._parked:
+            self._retry_parked()
+        self.committer.tick()
 
     def in_flight_messages(self) -> int:
-        return self.tracker.in_flight()
+        return self.committer.in_flight()
 
-    def commit(self, *, sync: bool) -> None:
-        """Store and commit the finished prefix of every partition that moved."""
-        self._last_commit = time.monotonic()
-        ready = self.tracker.to_commit()
-        if ready:
-            self._commit(ready, sync)
-
-    def acknowledge(self, topic: str, partition: int, offset: int) -> None:
-        """The broker confirmed ``offset`` as committed (the commit callback).
-
-        Until the confirmed offset equals the committable one, every commit turn asks
-        again: a commit retried across a broker restart can land after a newer one, and
-        then the older offset is what the broker holds.
-        """
-        progress = self.tracker.find(topic, partition)
-        if progress is not None:
-            progress.committed = offset
+    def parked_partitions(self) -> set[PartitionKey]:
+        """Partitions waiting for the Schema Registry: keep them paused."""
+        return set(self._parked)
 
     # -- rebalance and shutdown ----------------------------------------------------------
 
-    def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
-        for topic, partition in partitions:
-            self.tracker.assign(topic, partition)
+    def assign(self, partitions: Iterable[PartitionKey]) -> None:
+        self.committer.assign(partitions)
 
-    def revoke(self, partitions: Iterable[tuple[str, int]], timeout_s: float) -> None:
-        """Finish what can be finished in ``timeout_s``, commit it, then forget the partitions."""
-        self.flush(timeout_s)
-        self.commit(sync=True)
-        for topic, partition in partitions:
-            self.tracker.release(topic, partition)
+    def revoke(self, partitions: Iterable[PartitionKey], timeout_s: float) -> bool:
+        """Finish the revoked partitions' work within ``timeout_s`` (their dead-letter writes
+        get at least the flush minimum), commit it, drop the rest. True if all finished."""
+        keys = list(partitions)
+        finished = self._finish(keys, timeout_s)
+        self.committer.commit(sync=True, partitions=keys)
+        self._release(keys)
+        return finished
 
-    def lose(self, partitions: Iterable[tuple[str, int]]) -> None:
+    def lose(self, partitions: Iterable[PartitionKey]) -> None:
         """Partitions lost without a clean revoke: another member owns them; drop our work."""
-        for topic, partition in partitions:
-            self.tracker.release(topic, partition)
+        self._release(list(partitions))
 
-    def flush(self, timeout_s: float) -> bool:
-        """Send every open batch and wait up to ``timeout_s`` for all deliveries and
-        dead-letter confirmations. True if everything finished in time."""
-        deadline = time.monotonic() + timeout_s
-        for batcher in self._batchers.values():
-            batch = batcher.take_open()
-            if batch is not None:
-                self._send(batch)
-        while (self._in_flight or self._pending) and not self._closed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._collect(block=True, timeout_s=min(remaining, 0.5))
-        if self._closed:
-            return False
-        remaining = max(0.0, deadline - time.monotonic())
-        self._dead_letters.flush(remaining)
-        return True
+    def drain(self, timeout_s: float) -> bool:
+        """Shutdown: deliver everything in flight within ``timeout_s`` (dead-letter writes
+        get at least the flush minimum), then commit. True if everything finished."""
+        finished = self._finish(None, timeout_s)
+        self.committer.commit(sync=True)
+        return finished
 
     def close(self) -> None:
-        """Stop delivery threads; unfinished batches are abandoned (never committed)."""
-        self._closed = True
-        self._pending.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Abandon delivery: unfinished batches are never reported, so never committed."""
+        self._deliveries.close()
 
     # -- internals -----------------------------------------------------------------------
 
-    def _batcher(self, account: str, endpoint: Endpoint, group: str | None) -> Batcher:
-        key = (account, endpoint, group)
-        batcher = self._batchers.get(key)
-        if batcher is None:
-            batcher = self._batchers[key] = Batcher(account, endpoint, self._linger_s, group)
-        return batcher
+    def _finish(self, partitions: list[PartitionKey] | None, timeout_s: float) -> bool:
+        deadline = self._clock() + timeout_s
+        for batch in self._batching.close_all():
+            self._deliveries.submit(batch)
 
-    def _send(self, batch: Batch) -> None:
-        # Each (account, endpoint, list) has its own slots, so one throttled account or
-        # endpoint never holds the others back. Batches beyond the slots wait here, visible
-        # and bounded by the in-flight cap that pauses partitions.
-        if self._closed:
-            return
-        key = (batch.account, batch.endpoint, batch.group)
-        if self._active[key] >= self._max_concurrent:
-            self._pending.setdefault(key, deque()).append(batch)
-            return
-        self._active[key] += 1
-        self._in_flight[self._pool.submit(self._sender.deliver, batch)] = key
+        def unfinished() -> int:
+            return self.committer.unfinished(partitions)
 
-    def _collect(self, *, block: bool, timeout_s: float = 0.0) -> None:
-        if block and self._in_flight:
-            done, _ = wait(self._in_flight, timeout=timeout_s, return_when=FIRST_COMPLETED)
-        else:
-            done = {future for future in self._in_flight if future.done()}
-        for future in done:
-            key = self._in_flight.pop(future)
-            self._active[key] -= 1
-            queue = self._pending.get(key)
-            if queue:
-                batch = queue.popleft()
-                if not queue:
-                    del self._pending[key]
-                self._send(batch)
-            try:
-                outcome = future.result()
-            except DeliveryAborted:
-                continue
-            self._apply(outcome)
+        # Deliveries first: they may add dead-letter writes. The dead-letter flush gets its
+        # own minimum, so a drain that used up its grace still confirms what it wrote.
+        while unfinished() and not self._deliveries.idle():
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            self._apply(self._deliveries.collect(timeout_s=min(remaining, 0.2)))
+            self._dead_letters.poll()
+        flush_s = max(deadline - self._clock(), self._flush_min_s)
+        self._dead_letters.flush(flush_s)
+        return unfinished() == 0
 
-    def _apply(self, outcome: BatchOutcome) -> None:
-        endpoint = outcome.batch.endpoint.name.lower()
-        metrics = self.metrics
-        metrics.requests.labels(endpoint).inc(outcome.requests)
-        if outcome.retries:
-            metrics.retries.labels(endpoint).inc(outcome.retries)
-        if outcome.rejected:
-            metrics.rejected_items.labels(endpoint).inc(len(outcome.rejected))
-        metrics.outputs_delivered.labels(endpoint).inc(len(outcome.delivered))
-        metrics.batch_seconds.labels(endpoint).observe(time.monotonic() - outcome.batch.opened_at)
-        for entry in outcome.delivered:
-            for ticket in entry.tickets:
-                ticket.output_finished()
-        for entry, error in outcome.rejected:
-            for ticket in entry.tickets:
-                self._reject_output(ticket, error)
+    def _release(self, partitions: list[PartitionKey]) -> None:
+        for key in partitions:
+            self._parked.pop(key, None)
+        self.committer.release(partitions)
+        for batch in self._batching.drop_released():
+            self._batch_done(batch)
+        for batch in self._deliveries.drop_released():
+            self._batch_done(batch)
 
-    def _reject_output(self, ticket: MessageTicket, error: RejectedItemError) -> None:
-        if ticket.dead_letter_confirmed:
-            ticket.output_finished()
-            return
-        ticket.outputs_awaiting_dead_letter += 1
-        if not ticket.dead_letter_sent:
+    def _apply(self, finished: list[Finished]) -> None:
+        for done in finished:
+            outcome = done.outcome
+            if outcome is not None:
+                endpoint = outcome.batch.endpoint.name.lower()
+                metrics = self.metrics
+                metrics.requests.labels(endpoint).inc(outcome.requests)
+                if outcome.retries:
+                    metrics.retries.labels(endpoint).inc(outcome.retries)
+                if outcome.rejected:
+                    metrics.rejected_items.labels(endpoint).inc(len(outcome.rejected))
+                metrics.outputs_delivered.labels(endpoint).inc(len(outcome.delivered))
+                metrics.batch_seconds.labels(endpoint).observe(
+                    time.monotonic() - outcome.batch.opened_at
+                )
+                for entry in outcome.delivered:
+                    for ticket in entry.all_tickets():
+                        ticket.output_delivered()
+                for entry, error in outcome.rejected:
+                    for ticket in entry.tickets:
+                        self._reject(ticket, error)
+            self._batch_done(done.batch)
+
+    def _batch_done(self, batch: Batch) -> None:
+        self._batching.finished(batch)
+
+    def _reject(self, ticket: MessageTicket, error: RejectedItemError) -> None:
+        if ticket.released:
+            return  # the new owner of the partition does it again, and decides
+        if ticket.output_rejected():
             error.record_name = ticket.record_name
-            self._dead_letter(ticket, error, on_confirmed=ticket.dead_letter_confirmed_now)
+            self._dead_letter(ticket, error)
 
-    def _dead_letter(
-        self, ticket: MessageTicket, error: MessageError, *, on_confirmed: Callable[[], None]
-    ) -> None:
-        self._budget.dead_lettered()
-        ticket.dead_letter_sent = True
+    def _dead_letter(self, ticket: MessageTicket, error: MessageError) -> None:
         self._dead_lettered.inc()
         log.warning(
             "dead-lettering %s[%d]@%d at stage %s: %s",
@@ -289,4 +264,37 @@ class Pipeline:
             error.stage,
             error,
         )
-        self._dead_letters.send(ticket.message, error, ticket.attempts, on_confirmed)
+        self._dead_letters.send(ticket.message, error, ticket.dead_letter_confirmed)
+
+    # -- the Schema Registry is down -----------------------------------------------------
+
+    def _wait_for_registry(
+        self, key: PartitionKey, parked: _Parked, outage: SchemaRegistryUnavailableError
+    ) -> None:
+        delay = self._registry_backoff.delay(parked.attempt)
+        parked.attempt += 1
+        parked.retry_at = self._clock() + delay
+        log.warning(
+            "%s[%d] paused at offset %d: %s; retrying in %.1fs (attempt %d)",
+            key[0],
+            key[1],
+            parked.tickets[0].offset,
+            outage,
+            delay,
+            parked.attempt,
+        )
+
+    def _retry_parked(self) -> None:
+        now = self._clock()
+        for key, parked in list(self._parked.items()):
+            if now < parked.retry_at:
+                continue
+            while parked.tickets:
+                outage = self._handle(parked.tickets[0])
+                if outage is not None:
+                    self._wait_for_registry(key, parked, outage)
+                    break
+                parked.tickets.popleft()
+            if not parked.tickets:
+                del self._parked[key]
+                log.info("%s[%d] resumed: the Schema Registry answers again", *key)

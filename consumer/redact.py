@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import re
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
+# Characters that cannot be part of an address as it appears in text, JSON or a log line.
+_STOP = r"\s@\"'<>()\[\]{},;:\\"
+# Any script (internationalised addresses: "jöhn@exämple.de"), punycode domains too.
+_EMAIL = re.compile(
+    rf"([^{_STOP}])[^{_STOP}]*@(?:[^{_STOP}.]+\.)+(?:xn--[\w-]+|[^\W\d_]{{2,}})"
+)
 # Seven or more digits, allowing the separators people type; keeps the last two digits.
 # Not inside a word, a topic name or an offset ("orders-4f03617", "[2]@1234567").
 _PHONE = re.compile(r"(?<![\w@\[\]-])\+?\d[\d\s().-]{5,}\d(?![\w-])")
-_API_KEY = re.compile(r"\b(pk_|Klaviyo-API-Key\s+)[A-Za-z0-9_]+")
+# Everything after the prefix up to a separator: keys may hold "-", "." or "_".
+_API_KEY = re.compile(r"(pk_|Klaviyo-API-Key\s+)[^\s\"',;]+", re.IGNORECASE)
 
 
 def mask(text: str) -> str:

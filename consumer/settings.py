@@ -157,6 +157,12 @@ class DeadLetterSettings(_Section):
     max_consecutive: int | None = Field(1000, ge=1)
     max_ratio: float | None = Field(0.5, gt=0, le=1)
     ratio_window: int = Field(1000, ge=10)
+    # Time the dead-letter producer always gets to confirm its writes when a revoke or a
+    # shutdown flushes it, even once the deliveries used up the grace period.
+    flush_min_s: float = Field(5.0, gt=0, le=120)
+    # A dead-letter write the broker has not confirmed in this time failed (librdkafka's
+    # message.timeout.ms): long enough to ride out a broker restart.
+    write_timeout_s: float = Field(120.0, ge=1, le=3600)
 
 
 class RulesSettings(_Section):
@@ -198,7 +204,11 @@ class BatchSettings(_Section):
 class DeliverySettings(_Section):
     """Concurrency, memory bound and shutdown of delivery to Klaviyo."""
 
+    # Requests in flight at once per (account, endpoint, list).
     max_concurrent_requests: int = Field(4, ge=1, le=64)
+    # Delivery threads (and HTTP connections) per Klaviyo account: an account in an outage
+    # or a 429 storm holds at most these, never another account's.
+    threads_per_account: int = Field(32, ge=1, le=256)
     # Share of the account's Klaviyo rate limits this deployment may use (several
     # deployments on one account split it; replicas of one deployment adapt through
     # Klaviyo's RateLimit-* headers).
@@ -210,6 +220,18 @@ class DeliverySettings(_Section):
     shutdown_grace_s: float = Field(30.0, ge=0)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
+    # Klaviyo's Retry-After is obeyed within these bounds (a 0 would spin, a huge value would
+    # stop the endpoint for good); a clamped value is logged.
+    retry_after_min_s: float = Field(0.5, gt=0)
+    retry_after_max_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> DeliverySettings:
+        if self.retry_after_min_s > self.retry_after_max_s:
+            raise ValueError("delivery.retry_after_min_s: must not exceed retry_after_max_s")
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError("delivery.backoff_initial_s: must not exceed backoff_max_s")
+        return self
 
 
 class ObservabilitySettings(_Section):

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from consumer.compose import build_service
 from consumer.runner import Runner
 from consumer.settings import Settings
 from kafka_klaviyo_dev.emulator.client import AcceptedEvent, EmulatorClient
@@ -91,7 +92,7 @@ def _consume_and_report(kafka: LocalKafka, base_url: str, expected: int, timeout
         klaviyo={"base_url": base_url, "api_key": DEMO_API_KEY},  # type: ignore[arg-type]
         batch={"linger_ms": 100},  # type: ignore[arg-type]
     )
-    runner = Runner(settings)
+    runner = Runner(build_service(settings))
     exit_code: list[int] = []
     thread = threading.Thread(target=lambda: exit_code.append(runner.run()), name="consumer")
     started = time.monotonic()

@@ -197,7 +197,9 @@ def profile_identity(profile: JSONDict) -> str:
     """The identifier Klaviyo resolves the profile by, for in-batch dedup keys."""
     for key in ("email", "phone_number", "external_id"):
         if key in profile:
-            return f"{key}:{profile[key]}"
+            value = profile[key]
+            # Klaviyo compares e-mail addresses without regard to case.
+            return f"{key}:{value.strip().lower() if key == 'email' else value}"
     raise AssertionError("customer_profile always sets an identifier")
 
 

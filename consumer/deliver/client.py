@@ -1,8 +1,18 @@
 """The Klaviyo HTTP client: one POST per bulk request, responses translated to typed errors.
 
 This is the only module that touches httpx. Everything that goes wrong on the wire leaves it
-as a :mod:`consumer.errors` type: TransientDeliveryError (retry), BadRequestError (narrow to
-items), AuthenticationError (stop). The API key is sent in a header and never logged.
+as a :mod:`consumer.errors` type:
+
+- 408, 429, 5xx, timeouts, connection errors: TransientDeliveryError (retry, honour
+  Retry-After);
+- 401, 403: AuthenticationError (stop);
+- 413: PayloadTooLargeError (split the batch);
+- 404, 405, 406, 415, and any other 4xx whose errors carry no ``source.pointer`` (they name a
+  request parameter such as the revision, or nothing): RequestRejectedError (stop, nothing
+  dead-lettered: no item is to blame);
+- any other 4xx: BadRequestError, whose pointers the sender maps back to the items.
+
+The API key is sent in a header and never logged.
 """
 
 from __future__ import annotations
@@ -14,9 +24,17 @@ import orjson
 from pydantic import SecretStr
 
 from consumer.endpoints import Endpoint
-from consumer.errors import AuthenticationError, BadRequestError, TransientDeliveryError
+from consumer.errors import (
+    AuthenticationError,
+    BadRequestError,
+    PayloadTooLargeError,
+    RequestRejectedError,
+    TransientDeliveryError,
+)
 
 _RETRYABLE_STATUS = frozenset({408, 429})
+# Answers about the request, never about its items: wrong path, method, media type.
+_REQUEST_STATUS = frozenset({404, 405, 406, 415})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +99,18 @@ class KlaviyoClient:
                 f"Klaviyo refused the API key (HTTP {status} on {path}): "
                 f"{_first_detail(response)}; check KLAVIYO_API_KEY and its scopes"
             )
-        raise BadRequestError(
-            f"POST {path}: HTTP {status}", http_status=status, errors=_errors(response)
-        )
+        if status == 413:
+            raise PayloadTooLargeError(f"POST {path}: HTTP 413, the body is too large")
+        errors = _errors(response)
+        if status in _REQUEST_STATUS or not any(_pointer(error) for error in errors):
+            # Nothing in the answer names an item: the request itself is wrong (a revision
+            # Klaviyo does not serve, a wrong base URL, a media type it does not take).
+            raise RequestRejectedError(
+                f"Klaviyo refused the request as a whole (HTTP {status} on {path}): "
+                f"{_describe(errors)}",
+                http_status=status,
+            )
+        raise BadRequestError(f"POST {path}: HTTP {status}", http_status=status, errors=errors)
 
     def close(self) -> None:
         self._client.close()
@@ -122,6 +149,24 @@ def _errors(response: httpx.Response) -> list[dict[str, object]]:
         return []
     errors = document.get("errors") if isinstance(document, dict) else None
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+def _pointer(error: dict[str, object]) -> str | None:
+    """The error's ``source.pointer`` (a place in the body), if it has one."""
+    source = error.get("source")
+    pointer = source.get("pointer") if isinstance(source, dict) else None
+    return pointer if isinstance(pointer, str) and pointer else None
+
+
+def _describe(errors: list[dict[str, object]]) -> str:
+    """Klaviyo's first error as one line: its detail, and the parameter it names."""
+    if not errors:
+        return "no error details in the answer (check klaviyo.base_url and klaviyo.revision)"
+    first = errors[0]
+    text = str(first.get("detail") or first.get("title") or first.get("code") or "no detail")
+    source = first.get("source")
+    parameter = source.get("parameter") if isinstance(source, dict) else None
+    return f"{text} (parameter {parameter})" if parameter else text
 
 
 def _first_detail(response: httpx.Response) -> str:

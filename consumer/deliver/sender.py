@@ -1,18 +1,25 @@
-"""Sending one batch until it is delivered: retries, Retry-After and per-item rejection.
+"""Sending one batch until every entry is delivered or refused: retries, Retry-After, narrowing.
 
-:meth:`Sender.deliver` runs on a worker thread and blocks until every entry of the batch is
-either accepted by Klaviyo or rejected by it as bad data:
+:meth:`Sender.deliver` runs on a delivery thread and blocks until every entry of the batch is
+either accepted by Klaviyo or refused by it as bad data:
 
-- Every request first takes a slot from the (account, endpoint) :class:`RateLimiter`.
+- Every request first takes a slot from the (account, endpoint) :class:`RateLimiter`, right
+  before it goes out.
 - 408, 429, 5xx, timeouts and connection errors are retried without limit, with exponential
-  backoff and full jitter; a Retry-After closes the endpoint's limiter for every thread
-  until it has elapsed, so no request to that endpoint goes out early.
-- A 400 is narrowed to its items through each error's ``source.pointer``; the named entries
-  are rejected and the rest resent. Without a usable pointer the batch is bisected until the
-  bad entries stand alone.
-- 401/403 propagate (AuthenticationError): the process stops.
-- Shutdown (the ``stop`` event) abandons the retry loop with :class:`DeliveryAborted`; nothing
-  of that batch is reported finished, so its offsets are not committed.
+  backoff and full jitter; a Retry-After (bounded below and above, a clamped value is logged)
+  closes the endpoint's limiter for every thread until it has elapsed.
+- A 400 about items is narrowed through each error's ``source.pointer``: the named entries are
+  refused and the rest resent. When the pointers name no item the batch is bisected until the
+  bad entries stand alone; if every entry of the batch then fails alone with the same
+  pointerless error, no item is to blame and the request is refused as a whole
+  (RequestRejectedError: stop, nothing dead-lettered).
+- A 413 splits the batch in halves; an entry too large on its own is refused (stage deliver).
+- A refused entry with folded twins (repeats with other bytes, see :mod:`consumer.batch`) has
+  its twin sent next, on its own: a message is refused only for its own item.
+- 401/403 and requests refused as a whole propagate: the process stops.
+- Before each attempt, entries of revoked or lost partitions are left out; a batch with none
+  left, a cancelled batch or a stop of the whole sender ends with :class:`DeliveryAborted`,
+  and nothing of that batch is reported finished.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -28,7 +35,14 @@ import orjson
 from consumer.batch import Batch, BatchEntry
 from consumer.bodies import body_format
 from consumer.endpoints import Endpoint
-from consumer.errors import BadRequestError, RejectedItemError, TransientDeliveryError
+from consumer.errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    RejectedItemError,
+    RequestRejectedError,
+    TransientDeliveryError,
+)
+from consumer.redact import mask
 
 from .client import KlaviyoClient
 from .ratelimit import LimiterStopped, RateLimiter
@@ -37,7 +51,7 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryAborted(Exception):
-    """The sender was stopped before the batch was delivered."""
+    """The batch was cancelled (or the sender stopped) before it was delivered."""
 
 
 @dataclass(slots=True)
@@ -49,6 +63,7 @@ class BatchOutcome:
     rejected: list[tuple[BatchEntry, RejectedItemError]] = field(default_factory=list)
     requests: int = 0
     retries: int = 0
+    throttled: int = 0
 
 
 class Backoff:
@@ -64,6 +79,17 @@ class Backoff:
         return self._rng.uniform(0.0, ceiling)
 
 
+@dataclass(frozen=True, slots=True)
+class RetryAfterBounds:
+    """Klaviyo's Retry-After is obeyed within [min_s, max_s]."""
+
+    min_s: float = 0.5
+    max_s: float = 300.0
+
+    def clamp(self, seconds: float) -> float:
+        return min(self.max_s, max(self.min_s, seconds))
+
+
 class Sender:
     """Delivers batches for any number of accounts; safe to call from several threads."""
 
@@ -74,13 +100,15 @@ class Sender:
         backoff: Backoff,
         stop: threading.Event,
         rate_limit_share: float | None = 1.0,
+        retry_after: RetryAfterBounds | None = None,
     ) -> None:
         """``rate_limit_share`` None turns client-side rate limiting off (Retry-After and
-        Klaviyo's RateLimit-* headers are still honoured)."""
+        Klaviyo's RateLimit-* headers are still honoured). ``stop`` aborts every batch."""
         self._clients = clients
         self._backoff = backoff
         self._stop = stop
         self._share = rate_limit_share
+        self._retry_after = retry_after or RetryAfterBounds()
         self._limiters: dict[tuple[str, Endpoint], RateLimiter] = {}
         self._limiters_lock = threading.Lock()
 
@@ -101,68 +129,143 @@ class Sender:
                 self._limiters[key] = limiter
             return limiter
 
-    def deliver(self, batch: Batch) -> BatchOutcome:
+    def deliver(self, batch: Batch, cancelled: threading.Event) -> BatchOutcome:
+        """Deliver ``batch``; ``cancelled`` (set by the scheduler, or the sender's stop)
+        abandons it between attempts."""
         outcome = BatchOutcome(batch)
         fmt = body_format(batch.endpoint)
         client = self._clients[batch.account]
-        work: list[list[BatchEntry]] = [batch.entries]
-        while work:
-            entries = work.pop()
+        work: list[list[BatchEntry]] = [list(batch.entries)]
+        # Entries refused alone with an error that names no item, and that error's identity.
+        pointerless: list[tuple[BatchEntry, RejectedItemError, str]] = []
+        size = len(batch.entries)
+        while work or pointerless:
+            if not work:
+                self._resolve_pointerless(pointerless, size, batch, outcome, work)
+                continue
+            entries = [entry for entry in work.pop() if entry.live]
+            if not entries:
+                continue
+            if cancelled.is_set() or self._stop.is_set():
+                raise DeliveryAborted
             body, layout = fmt.assemble(entries, batch.group)
             try:
-                self._post(client, batch.account, batch.endpoint, body, outcome)
+                self._post(client, batch, body, outcome, cancelled)
             except BadRequestError as exc:
                 bad = _narrow(exc, entries, layout, fmt.entries_for_pointer)
                 if bad:
-                    outcome.rejected += [(entries[i], error) for i, error in bad.items()]
+                    for index, error in bad.items():
+                        self._refuse(entries[index], error, batch, outcome, work)
                     rest = [entry for i, entry in enumerate(entries) if i not in bad]
                     if rest:
                         work.append(rest)
                 elif len(entries) == 1:
-                    outcome.rejected.append((entries[0], _rejection(exc, None)))
+                    pointerless.append((entries[0], _rejection(exc, None), _signature(exc)))
                 else:
-                    middle = len(entries) // 2
-                    work += [entries[middle:], entries[:middle]]
+                    work += _halves(entries)
+                continue
+            except PayloadTooLargeError as exc:
+                if len(entries) == 1:
+                    error = RejectedItemError(
+                        "Klaviyo refused the item: too large for one request (HTTP 413)",
+                        http_status=exc.http_status,
+                        detail={"reason": "payload too large"},
+                    )
+                    self._refuse(entries[0], error, batch, outcome, work)
+                else:
+                    work += _halves(entries)
                 continue
             outcome.delivered += entries
         return outcome
 
+    def _resolve_pointerless(
+        self,
+        pointerless: list[tuple[BatchEntry, RejectedItemError, str]],
+        size: int,
+        batch: Batch,
+        outcome: BatchOutcome,
+        work: list[list[BatchEntry]],
+    ) -> None:
+        """Every entry refused alone, all with one error naming no item: the request is at
+        fault, not the items. Otherwise each such entry is refused for itself."""
+        signatures = {signature for _, _, signature in pointerless}
+        if size > 1 and len(pointerless) == size and len(signatures) == 1:
+            raise RequestRejectedError(
+                f"Klaviyo refused every item of a {batch.endpoint.spec.path} request alone "
+                f"with the same error, which names no item: {mask(pointerless[0][1].args[0])}"
+            )
+        refused = list(pointerless)
+        pointerless.clear()
+        for entry, error, _ in refused:
+            self._refuse(entry, error, batch, outcome, work)
+
+    def _refuse(
+        self,
+        entry: BatchEntry,
+        error: RejectedItemError,
+        batch: Batch,
+        outcome: BatchOutcome,
+        work: list[list[BatchEntry]],
+    ) -> None:
+        outcome.rejected.append((entry, error))
+        successor = entry.successor(keep_latest=batch.keep_latest)
+        if successor is not None:
+            work.append([successor])
+
     def _post(
         self,
         client: KlaviyoClient,
-        account: str,
-        endpoint: Endpoint,
+        batch: Batch,
         body: bytes,
         outcome: BatchOutcome,
+        cancelled: threading.Event,
     ) -> None:
-        limiter = self.limiter(account, endpoint)
+        limiter = self.limiter(batch.account, batch.endpoint)
         attempt = 0
         while True:
             try:
-                limiter.acquire(self._stop)
+                limiter.acquire(cancelled)
             except LimiterStopped:
                 raise DeliveryAborted from None
             outcome.requests += 1
             try:
-                limiter.observe(client.post(endpoint, body))
+                limiter.observe(client.post(batch.endpoint, body))
                 return
             except TransientDeliveryError as exc:
                 outcome.retries += 1
+                if exc.http_status == 429:
+                    outcome.throttled += 1
                 if exc.retry_after is not None:
-                    # Honour Retry-After exactly, for every thread on this endpoint: the
-                    # limiter holds them all until it has elapsed.
-                    limiter.retry_after(exc.retry_after)
+                    # Honour Retry-After for every thread on this endpoint: the limiter holds
+                    # them all until it has elapsed.
+                    wait = self._retry_after.clamp(exc.retry_after)
+                    if wait != exc.retry_after:
+                        log.warning(
+                            "%s: Retry-After %gs is outside [%g, %g]s; waiting %gs",
+                            exc,
+                            exc.retry_after,
+                            self._retry_after.min_s,
+                            self._retry_after.max_s,
+                            wait,
+                        )
+                    limiter.retry_after(wait)
                     continue
                 delay = self._backoff.delay(attempt)
                 attempt += 1
                 log.warning("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt)
-                if self._stop.wait(delay):
+                if cancelled.wait(delay) or self._stop.is_set():
                     raise DeliveryAborted from exc
+
+
+def _halves(entries: list[BatchEntry]) -> list[list[BatchEntry]]:
+    middle = len(entries) // 2
+    # Second half first on the stack, so the first half goes out first.
+    return [entries[middle:], entries[:middle]]
 
 
 def _narrow(
     exc: BadRequestError,
-    entries: list[BatchEntry],
+    entries: Sequence[BatchEntry],
     layout: list[list[int]],
     entries_for_pointer: Callable[[str, list[list[int]]], list[int] | None],
 ) -> dict[int, RejectedItemError]:
@@ -173,16 +276,27 @@ def _narrow(
         pointer = source.get("pointer") if isinstance(source, dict) else None
         if not isinstance(pointer, str):
             continue
-        indexes = entries_for_pointer(pointer, layout)
-        for index in indexes or ():
+        for index in entries_for_pointer(pointer, layout) or ():
             bad.setdefault(index, _rejection(exc, error))
     return bad
 
 
+def _signature(exc: BadRequestError) -> str:
+    """What identifies an error that names no item (its code and detail)."""
+    return orjson.dumps(
+        [(e.get("code"), e.get("detail")) for e in exc.errors], default=str
+    ).decode()
+
+
 def _rejection(exc: BadRequestError, error: dict[str, object] | None) -> RejectedItemError:
     if error is None:
-        detail: dict[str, object] = {"errors": exc.errors[:5]}
-        text = "Klaviyo rejected the item"
+        first = exc.errors[0] if exc.errors else {}
+        detail: dict[str, object] = {
+            "code": first.get("code"),
+            "title": first.get("title"),
+            "errors": len(exc.errors),
+        }
+        text = f"Klaviyo rejected the item: {first.get('detail') or first.get('title')}"
     else:
         source = error.get("source")
         detail = {

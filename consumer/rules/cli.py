@@ -29,6 +29,7 @@ import click
 from consumer.bodies import EncodedItem, body_format
 from consumer.decode import DecodedRecord
 from consumer.errors import ConfigError, KafkaKlaviyoError, MessageError
+from consumer.exit_codes import EXIT_BAD_DATA, EXIT_CONFIG
 from consumer.messages import EventPayload, Operation
 from consumer.rules.avrojson import JsonInputError, record_from_json
 from consumer.rules.compiled import CompiledRules, compile_rules
@@ -38,8 +39,6 @@ from consumer.schemas import SchemaCatalog
 if TYPE_CHECKING:
     from consumer.settings import RulesSettings
 
-EXIT_BAD_DATA = 1
-EXIT_CONFIG = 2
 DEPRECATED_CHECK = (
     "kafka-klaviyo: 'kafka-klaviyo registry check' is deprecated; use 'kafka-klaviyo rules check'"
 )
@@ -364,35 +363,27 @@ def _record_from_kafka(
 ) -> DecodedRecord:
     """One message read by offset (never committing) and decoded as the service does."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
-    from confluent_kafka.schema_registry import SchemaRegistryClient
 
+    from consumer.compose import schema_registry
     from consumer.decode import Decoder
-    from consumer.runner import kafka_client_config
     from consumer.settings import load_settings
+    from consumer.source import consumer_config
 
     try:
         settings = load_settings(config_file)
+        config = consumer_config(
+            settings.kafka,
+            # A throwaway group that never commits: reading must not move anyone's offsets.
+            group_id=f"kafka-klaviyo-translate-{uuid.uuid4().hex[:12]}",
+            # An offset the partition does not have is an error now, not a silent jump.
+            overrides={"auto.offset.reset": "error"},
+        )
+        registry = schema_registry(settings)
+        consumer = Consumer(config)
     except ConfigError as exc:
         _fail(f"configuration error: {exc}")
-    registry_settings = settings.schema_registry
-    schema_registry = (
-        SchemaRegistryClient.new_client(
-            {"url": registry_settings.url, **registry_settings.properties}
-        )
-        if registry_settings.url
-        else None
-    )
-    consumer = Consumer(
-        {
-            **kafka_client_config(settings),
-            # A throwaway group that never commits: reading must not move anyone's offsets.
-            "group.id": f"kafka-klaviyo-translate-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            # An offset the partition does not have is an error now, not a silent jump.
-            "auto.offset.reset": "error",
-        }
-    )
+    except KafkaException as exc:
+        _fail(f"configuration error: kafka.properties: {exc}")
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + timeout
@@ -419,7 +410,7 @@ def _record_from_kafka(
     finally:
         consumer.close()
     try:
-        return Decoder(catalog, registry=schema_registry).decode(message.value())
+        return Decoder(catalog, registry=registry).decode(message.value())
     except KafkaKlaviyoError as exc:
         click.echo(f"kafka-klaviyo: cannot decode the message: {exc}", err=True)
         sys.exit(EXIT_BAD_DATA)

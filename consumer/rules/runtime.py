@@ -109,10 +109,14 @@ def no_identifier(where: Where) -> TranslationError:
 
 
 def identity(profile: Mapping[str, Any]) -> str:
-    """The identifier Klaviyo resolves a profile by, as OrderTranslator's dedup keys name it."""
+    """The identifier Klaviyo resolves a profile by, compared as Klaviyo compares it: e-mail
+    addresses without regard to case, the others exactly (phone numbers are E.164 already)."""
     for key in _IDENTIFIER_ORDER:
         if key in profile:
-            return f"{key}:{profile[key]}"
+            value = profile[key]
+            if key == "email" and isinstance(value, str):
+                value = value.strip().lower()
+            return f"{key}:{value}"
     raise AssertionError("profiles are built with at least one identifier")
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from consumer.batch import Batcher
 from consumer.bodies import EventsBodyFormat
-from consumer.commit import OffsetTracker
+from consumer.commit import PartitionProgress
 from consumer.endpoints import Endpoint
 from consumer.messages import EventPayload, Operation
 
@@ -24,7 +24,7 @@ def _event(email: str, unique_id: str, size: int = 10) -> Operation:
 
 @pytest.fixture()
 def tickets():
-    progress = OffsetTracker().assign("t", 0)
+    progress = PartitionProgress("t", 0)
     counter = iter(range(1_000_000))
     return lambda: progress.track(next(counter), None)
 

@@ -22,12 +22,13 @@ from confluent_kafka.schema_registry import (
 from fastavro import schemaless_writer
 from fastavro.schema import parse_schema
 
-from consumer.decode import DecodedRecord, Decoder, RegistryUnavailableError
+from consumer.decode import DecodedRecord, Decoder
 from consumer.errors import (
     ConfigError,
     MessageError,
     NotAvroError,
     SchemaMismatchError,
+    SchemaRegistryUnavailableError,
     UnknownSchemaError,
     UnmappedRecordError,
 )
@@ -537,7 +538,9 @@ def test_unreachable_registry_is_not_bad_data(catalog: SchemaCatalog) -> None:
     decoder = Decoder(catalog, registry=registry)
     value = b"\x00\x00\x00\x00\x05\x02"
     for _ in range(2):  # nothing is cached: the next attempt asks again
-        with pytest.raises(RegistryUnavailableError, match=r"unreachable.*schema id 5\b") as info:
+        with pytest.raises(
+            SchemaRegistryUnavailableError, match=r"unreachable.*schema id 5\b"
+        ) as info:
             decoder.decode(value)
         assert not isinstance(info.value, MessageError)
         assert info.value.schema_id == 5 and info.value.http_status is None
@@ -553,7 +556,7 @@ class _FailingRegistry:
 
 def test_registry_5xx_is_unavailable_and_401_is_fatal(catalog: SchemaCatalog) -> None:
     value = b"\x00\x00\x00\x00\x05\x02"
-    with pytest.raises(RegistryUnavailableError, match="HTTP 503") as info:
+    with pytest.raises(SchemaRegistryUnavailableError, match="HTTP 503") as info:
         Decoder(catalog, registry=_FailingRegistry(503)).decode(value)  # type: ignore[arg-type]
     assert info.value.http_status == 503
     with pytest.raises(ConfigError, match="HTTP 401"):
