@@ -324,8 +324,13 @@ class Batching:
             if not holders.current and not holders.earlier:
                 del self._holders[state]
 
-    def open_batches(self) -> int:
-        return sum(1 for batcher in self._batchers.values() if batcher.open_batch is not None)
+    def open(self) -> list[Batch]:
+        """The open batches."""
+        return [b for b in (batcher.open_batch for batcher in self._batchers.values()) if b]
+
+    def batchers(self) -> int:
+        """Batchers kept (only those with an open batch: list ids come from message data)."""
+        return len(self._batchers)
 
     def held_keys(self) -> int:
         """State keys with unfinished batches (bounded by the work in flight)."""

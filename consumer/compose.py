@@ -73,9 +73,14 @@ def build_service(
     producer_factory: ProducerFactory = Producer,
     transport: httpx.BaseTransport | None = None,
     translator: Translator | None = None,
+    registry: SchemaRegistryClient | None = None,
     group_id: str | None = None,
 ) -> Service:
-    """Build every part of a consumer from ``settings`` (nothing connects yet)."""
+    """Build every part of a consumer from ``settings`` (nothing connects yet).
+
+    The keyword arguments replace what the settings would build: the Kafka clients, the HTTP
+    transport, the translator (default: the compiled rules), the Schema Registry client and
+    the consumer group id."""
     catalog = SchemaCatalog.load()
     if translator is None:
         translator = rules_from_settings(settings.rules, catalog=catalog)
@@ -84,7 +89,9 @@ def build_service(
     metrics_server = MetricsServer(metrics, port) if port is not None else None
 
     decoder = Decoder(
-        catalog, registry=schema_registry(settings), mapped_records=translator.mapped_records
+        catalog,
+        registry=registry or schema_registry(settings),
+        mapped_records=translator.mapped_records,
     )
     delivery = settings.delivery
     clients = klaviyo_clients(settings, transport=transport)

@@ -157,6 +157,11 @@ class Pipeline:
     def in_flight_messages(self) -> int:
         return self.committer.in_flight()
 
+    def held_items(self) -> int:
+        """Klaviyo items in batches not finished yet (open, waiting, queued or running)."""
+        batches = [*self._batching.open(), *self._deliveries.batches()]
+        return sum(len(batch.entries) for batch in batches)
+
     def parked_partitions(self) -> set[PartitionKey]:
         """Partitions waiting for the Schema Registry: keep them paused."""
         return set(self._parked)
