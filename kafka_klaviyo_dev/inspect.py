@@ -16,14 +16,19 @@ def _partitions(consumer: Consumer, topic: str) -> list[TopicPartition]:
 
 def group_lag(bootstrap_servers: str, group_id: str, topic: str) -> int:
     """Messages of ``topic`` past ``group_id``'s committed offsets (uncommitted = all)."""
+    return sum(partition_lags(bootstrap_servers, group_id, topic).values())
+
+
+def partition_lags(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
+    """Partition -> messages past ``group_id``'s committed offset (uncommitted = all)."""
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group_id})
     try:
-        lag = 0
+        lags: dict[int, int] = {}
         for committed in consumer.committed(_partitions(consumer, topic), timeout=10):
             low, high = consumer.get_watermark_offsets(committed, timeout=10)
             start = committed.offset if committed.offset >= 0 else low
-            lag += max(0, high - start)
-        return lag
+            lags[committed.partition] = max(0, high - start)
+        return lags
     finally:
         consumer.close()
 

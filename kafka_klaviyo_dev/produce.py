@@ -7,7 +7,7 @@ events stay in one partition.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import Producer
@@ -23,8 +23,12 @@ def produce_values(
     values: Iterable[tuple[bytes | None, bytes | None]],
     *,
     headers: list[tuple[str, str | bytes | None]] | None = None,
+    partition: int | None = None,
 ) -> int:
-    """Produce (key, value) pairs and wait until the broker confirmed all; returns the count."""
+    """Produce (key, value) pairs and wait until the broker confirmed all; returns the count.
+
+    ``partition``: every pair goes to that partition instead of the one its key hashes to.
+    """
     producer = Producer(
         {
             "bootstrap.servers": bootstrap_servers,
@@ -42,11 +46,12 @@ def produce_values(
             failures.append(err.str())
 
     count = 0
+    where: dict[str, Any] = {} if partition is None else {"partition": partition}
     for key, value in values:
         while True:
             try:
                 producer.produce(
-                    topic, key=key, value=value, headers=headers, on_delivery=delivered
+                    topic, key=key, value=value, headers=headers, on_delivery=delivered, **where
                 )
                 break
             except BufferError:
@@ -80,4 +85,25 @@ def produce_orders(
             (order["order_id"].encode(), encode_single_object(catalog, record_name, order))
             for order in orders
         ),
+    )
+
+
+def produce_records(
+    bootstrap_servers: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, str, Mapping[str, Any]]],
+    *,
+    catalog: SchemaCatalog | None = None,
+    partition: int | None = None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+) -> int:
+    """Encode (key, record full name, record) triples of any record type (single-object
+    encoding) and produce them, in order; ``partition`` as in :func:`produce_values`."""
+    catalog = catalog or SchemaCatalog.load()
+    return produce_values(
+        bootstrap_servers,
+        topic,
+        ((key, encode_single_object(catalog, name, record)) for key, name, record in records),
+        partition=partition,
+        headers=headers,
     )

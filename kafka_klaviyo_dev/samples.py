@@ -155,3 +155,300 @@ def generated_orders(
 def expected_events(order: Record) -> int:
     """Events one OrderPlaced produces: Placed Order plus one Ordered Product per line."""
     return 1 + len(order["line_items"])
+
+
+# --- the guide's whole journey, and the other record types ------------------------------------
+
+#: Record full names, short: ``shop.events.<name>``.
+NAMESPACE = "shop.events"
+GUIDE_CART_ID = "1000123"
+GUIDE_LIST_ID = "Y6nRLr"
+GUIDE_CUSTOMER_ID = "c-1234"
+#: A number Klaviyo accepts (the guide's 555-123-4567 is a fictional one it refuses).
+GUIDE_PHONE = "+1 617 253 1000"
+#: The guide's times: browsing before the order, the shipment after it.
+GUIDE_VISIT_TIME = 1387295000
+GUIDE_VIEW_TIME = 1387298823
+GUIDE_CART_TIME = 1387299000
+GUIDE_CHECKOUT_TIME = 1387299423
+GUIDE_PLACED_TIME = 1387302423
+GUIDE_SHIPPED_TIME = 1387312956
+
+
+def _at(unix: int) -> datetime:
+    return datetime.fromtimestamp(unix, UTC)
+
+
+def _guide_customer() -> Record:
+    return dict(guide_order()["customer"])
+
+
+def site_visited(
+    event_id: str, customer: Record, page_url: str, *, occurred_at: datetime | None = None
+) -> Record:
+    """A SiteVisited record (Active on Site)."""
+    return {
+        "event_id": event_id,
+        "store_id": "default",
+        "occurred_at": occurred_at or datetime(2026, 1, 1, tzinfo=UTC),
+        "customer": customer,
+        "page_url": page_url,
+        "referrer": None,
+        "session_id": None,
+    }
+
+
+def guide_site_visit() -> Record:
+    """John Smith lands on the shop (Active on Site)."""
+    record = site_visited(
+        "guide-visit",
+        _guide_customer(),
+        "http://www.example.com/",
+        occurred_at=_at(GUIDE_VISIT_TIME),
+    )
+    record["referrer"] = "https://www.google.com/"
+    record["session_id"] = "guide-session-1"
+    return record
+
+
+def guide_product_viewed() -> Record:
+    """The guide's Viewed Product: Winnie the Pooh."""
+    pid, sku, name, price, categories, brand = WINNIE
+    return {
+        "event_id": "guide-viewed",
+        "store_id": "default",
+        "occurred_at": _at(GUIDE_VIEW_TIME),
+        "customer": _guide_customer(),
+        "product": {
+            "product_id": pid,
+            "sku": sku,
+            "name": name,
+            "categories": list(categories),
+            "brand": brand,
+            "url": "http://www.example.com/path/to/product",
+            "image_url": "http://www.example.com/path/to/product/image.png",
+            "price": _money(price),
+            "compare_at_price": _money("14.99"),
+        },
+    }
+
+
+def guide_cart_item_added() -> Record:
+    """The guide's Added to Cart: A Tale of Two Cities joins Winnie the Pooh."""
+    lines = [dict(line) for line in guide_order()["line_items"]]
+    return {
+        "event_id": "guide-added",
+        "store_id": "default",
+        "occurred_at": _at(GUIDE_CART_TIME),
+        "cart_id": GUIDE_CART_ID,
+        "customer": _guide_customer(),
+        "added_item": lines[1],
+        "items": lines,
+        "total": _money("29.98"),
+        "checkout_url": "http://www.example.com/path/to/checkout",
+    }
+
+
+def guide_checkout_started() -> Record:
+    """The guide's Started Checkout (unique id: cart id + Unix time)."""
+    return {
+        "event_id": "guide-checkout",
+        "store_id": "default",
+        "occurred_at": _at(GUIDE_CHECKOUT_TIME),
+        "cart_id": GUIDE_CART_ID,
+        "customer": _guide_customer(),
+        "items": [dict(line) for line in guide_order()["line_items"]],
+        "total": _money("29.98"),
+        "checkout_url": "http://www.example.com/path/to/checkout",
+    }
+
+
+def _later_order_event(name: str, **extra: Any) -> Record:
+    record = guide_order()
+    record["event_id"] = f"guide-order-1234-{name}"
+    record["occurred_at"] = _at(GUIDE_SHIPPED_TIME)
+    record.update(extra)
+    return record
+
+
+def guide_order_fulfilled() -> Record:
+    """Order 1234 shipped (Fulfilled Order)."""
+    return _later_order_event(
+        "fulfilled",
+        carrier="UPS",
+        tracking_number="1Z999AA10123456784",
+        tracking_url="https://www.ups.com/track?tracknum=1Z999AA10123456784",
+    )
+
+
+def guide_order_cancelled() -> Record:
+    """Order 1234 cancelled (Cancelled Order)."""
+    return _later_order_event("cancelled", reason="No longer needed")
+
+
+def guide_order_refunded() -> Record:
+    """Order 1234 refunded in full (Refunded Order)."""
+    return _later_order_event("refunded", reason="No longer needed", refund_total=None)
+
+
+def customer_upserted(
+    event_id: str, customer: Record, *, occurred_at: datetime | None = None, **extra: Any
+) -> Record:
+    """A CustomerUpserted record (a profile upsert)."""
+    record: Record = {
+        "event_id": event_id,
+        "store_id": "default",
+        "occurred_at": occurred_at or datetime(2026, 1, 1, tzinfo=UTC),
+        "customer": customer,
+        "organization": None,
+        "title": None,
+        "locale": None,
+        "properties": {},
+    }
+    record.update(extra)
+    return record
+
+
+def guide_customer_upserted() -> Record:
+    """John Smith's profile, with a customer id and a phone number Klaviyo accepts."""
+    customer = _guide_customer() | {"customer_id": GUIDE_CUSTOMER_ID, "phone": GUIDE_PHONE}
+    return customer_upserted(
+        "guide-customer",
+        customer,
+        occurred_at=_at(GUIDE_PLACED_TIME),
+        organization="Acme Books",
+        title="Reader",
+        locale="en-US",
+        properties={"Favourite": "Winnie the Pooh"},
+    )
+
+
+def subscription_changed(
+    event_id: str,
+    list_id: str,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    action: str = "SUBSCRIBE",
+    channel: str = "EMAIL",
+    store_id: str = "default",
+    occurred_at: datetime | None = None,
+) -> Record:
+    """A SubscriptionChanged record: ``action`` SUBSCRIBE/UNSUBSCRIBE on ``channel``
+    EMAIL/SMS for one list."""
+    at = occurred_at or datetime(2026, 1, 1, tzinfo=UTC)
+    return {
+        "event_id": event_id,
+        "store_id": store_id,
+        "occurred_at": at,
+        "customer_id": None,
+        "email": email,
+        "phone": phone,
+        "channel": channel,
+        "action": action,
+        "list_id": list_id,
+        "consented_at": at,
+        "source": "test",
+    }
+
+
+def guide_subscription() -> Record:
+    """John Smith subscribes to the newsletter list by e-mail."""
+    return subscription_changed(
+        "guide-subscription",
+        GUIDE_LIST_ID,
+        email=GUIDE_EMAIL,
+        occurred_at=_at(GUIDE_PLACED_TIME),
+    )
+
+
+def product_upserted(
+    product_id: str,
+    *,
+    title: str | None = None,
+    price: str = "9.99",
+    categories: list[str] | None = None,
+    event_id: str | None = None,
+    store_id: str = "default",
+    occurred_at: datetime | None = None,
+    **extra: Any,
+) -> Record:
+    """A ProductUpserted record (a catalog item create-or-update)."""
+    record: Record = {
+        "event_id": event_id or f"product-{product_id}-upserted",
+        "store_id": store_id,
+        "occurred_at": occurred_at or datetime(2026, 1, 1, tzinfo=UTC),
+        "product_id": product_id,
+        "title": title or f"Product {product_id}",
+        "description": f"The description of product {product_id}.",
+        "url": f"https://shop.{GENERATED_EMAIL_DOMAIN}/products/{product_id}",
+        "image_url": None,
+        "price": _money(price),
+        "categories": categories or [],
+        "brand": None,
+        "sku": None,
+        "inventory_quantity": None,
+        "published": True,
+    }
+    record.update(extra)
+    return record
+
+
+def product_deleted(
+    product_id: str,
+    *,
+    event_id: str | None = None,
+    store_id: str = "default",
+    occurred_at: datetime | None = None,
+) -> Record:
+    """A ProductDeleted record (a catalog item delete)."""
+    return {
+        "event_id": event_id or f"product-{product_id}-deleted",
+        "store_id": store_id,
+        "occurred_at": occurred_at or datetime(2026, 1, 1, tzinfo=UTC),
+        "product_id": product_id,
+    }
+
+
+def guide_products() -> list[Record]:
+    """The guide's two books as catalog products."""
+    out = []
+    for number, (pid, sku, name, price, categories, brand) in enumerate((WINNIE, TALE), 1):
+        suffix = "" if number == 1 else str(number)
+        out.append(
+            product_upserted(
+                pid,
+                title=name,
+                price=price,
+                categories=list(categories),
+                event_id=f"guide-product-{pid}",
+                occurred_at=_at(GUIDE_VIEW_TIME - 86400),
+                description=f"{name}, from {brand}.",
+                url=f"http://www.example.com/path/to/product{suffix}",
+                image_url=f"http://www.example.com/path/to/product/image{suffix}.png",
+                brand=brand,
+                sku=sku,
+                inventory_quantity=10,
+            )
+        )
+    return out
+
+
+def guide_journey() -> list[tuple[str, Record]]:
+    """(record full name, record) of the guide's whole journey, in the order it happens:
+    the catalog, the visit, the product view, the cart, the checkout, the order and what
+    became of it, the customer's profile and their e-mail subscription."""
+    products = [(f"{NAMESPACE}.ProductUpserted", p) for p in guide_products()]
+    return [
+        *products,
+        (f"{NAMESPACE}.SiteVisited", guide_site_visit()),
+        (f"{NAMESPACE}.ProductViewed", guide_product_viewed()),
+        (f"{NAMESPACE}.CartItemAdded", guide_cart_item_added()),
+        (f"{NAMESPACE}.CheckoutStarted", guide_checkout_started()),
+        (f"{NAMESPACE}.OrderPlaced", guide_order()),
+        (f"{NAMESPACE}.OrderFulfilled", guide_order_fulfilled()),
+        (f"{NAMESPACE}.OrderCancelled", guide_order_cancelled()),
+        (f"{NAMESPACE}.OrderRefunded", guide_order_refunded()),
+        (f"{NAMESPACE}.CustomerUpserted", guide_customer_upserted()),
+        (f"{NAMESPACE}.SubscriptionChanged", guide_subscription()),
+    ]

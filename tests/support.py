@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kafka_klaviyo_dev.inspect import committed_offsets, group_lag, read_topic
-from kafka_klaviyo_dev.produce import produce_orders
+from kafka_klaviyo_dev.inspect import committed_offsets, group_lag, partition_lags, read_topic
+from kafka_klaviyo_dev.produce import produce_orders, produce_records
 from kafka_klaviyo_dev.samples import generated_orders
 
 if TYPE_CHECKING:
@@ -284,8 +284,21 @@ class Stack:
         produce_orders(self.bootstrap, self.topic, orders)
         return orders
 
+    def produce_records(
+        self,
+        records: Iterable[tuple[bytes | None, str, dict[str, Any]]],
+        *,
+        partition: int | None = None,
+    ) -> int:
+        """Produce (key, record full name, record) triples of any type, in order."""
+        return produce_records(self.bootstrap, self.topic, records, partition=partition)
+
     def lag(self) -> int:
         return group_lag(self.bootstrap, self.group_id, self.topic)
+
+    def partition_lags(self) -> dict[int, int]:
+        """Partition -> messages past the group's committed offset."""
+        return partition_lags(self.bootstrap, self.group_id, self.topic)
 
     def committed(self) -> dict[int, int]:
         return committed_offsets(self.bootstrap, self.group_id, self.topic)
@@ -345,3 +358,63 @@ def wait_for_commits(stack: Stack, consumer: ConsumerProcess, timeout_s: float, 
         wait_until_alive(consumer, lambda: stack.lag() == 0, timeout_s, what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; committed {stack.committed()}, lag {stack.lag()}") from None
+
+
+class CommitSampler:
+    """Samples a group's committed offsets on a background thread, all through a run.
+
+    ``highest()`` is the largest committed offset seen per partition: a guarantee about what
+    may never be committed is checked against every sample, not only against the end state.
+    """
+
+    def __init__(self, stack: Stack, interval_s: float = 0.25) -> None:
+        self._stack = stack
+        self.samples: list[dict[int, int]] = []
+        self.errors: list[str] = []
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="commit-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(self._stack.committed())
+            except Exception as exc:  # a busy broker: note it, sample again
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(self._interval_s)
+
+    def highest(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for sample in list(self.samples):
+            for partition, offset in sample.items():
+                out[partition] = max(out.get(partition, offset), offset)
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+        # One last sample, after whatever the process did at the end.
+        self.samples.append(self._stack.committed())
+
+    def __enter__(self) -> CommitSampler:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if not self._stop.is_set():
+            self.stop()
+
+
+def accounts_config(tmp_path: Path) -> Path:
+    """A config file with two Klaviyo accounts, routed by ``store_id``: ``store-a`` to
+    brand-a (key in ``KLAVIYO_KEY_BRAND_A``), ``store-b`` to brand-b (``KLAVIYO_KEY_BRAND_B``)."""
+    config = tmp_path / "accounts.yaml"
+    config.write_text(
+        "accounts:\n"
+        "  brand-a: {api_key_env: KLAVIYO_KEY_BRAND_A}\n"
+        "  brand-b: {api_key_env: KLAVIYO_KEY_BRAND_B}\n"
+        "routing:\n"
+        "  field: store_id\n"
+        "  accounts: {store-a: brand-a, store-b: brand-b}\n"
+    )
+    return config
