@@ -137,9 +137,7 @@ class FakeConsumer:
     ) -> None:
         self._topics = list(topics)
         self._callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
-        everything = [
-            (topic, p) for topic in topics for p in range(len(self.broker.topics[topic]))
-        ]
+        everything = [(topic, p) for topic in topics for p in range(len(self.broker.topics[topic]))]
         self._events.append(("assign", everything))
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
@@ -253,7 +251,8 @@ class FakeProducer:
     """confluent_kafka.Producer as the dead-letter writer uses it, over a :class:`FakeBroker`.
 
     ``mode``: "confirm" (the broker takes every write when polled), "fail" (every write fails
-    with ``fail_code``), "hold" (writes are never confirmed: a broker that does not answer).
+    with ``fail_code``), "hold" (writes are never confirmed: a broker that does not answer),
+    "on_flush" (confirmed only by a flush: writes that need the time a flush gives them).
     ``max_bytes`` is librdkafka's own limit (produce raises), ``topic_max_bytes`` the
     dead-letter topic's (the delivery report fails with MSG_SIZE_TOO_LARGE).
     """
@@ -288,9 +287,11 @@ class FakeProducer:
         self.queue.append(_Pending(topic, key_b, value_b, headers, on_delivery or callback))
 
     def poll(self, timeout: float = -1) -> int:
-        return self._serve()
+        return 0 if self.mode == "on_flush" else self._serve()
 
     def flush(self, timeout: float = -1) -> int:
+        if self.mode == "on_flush" and timeout <= 0:
+            return 0  # no time given: nothing can be confirmed
         served = self._serve()
         if self.queue and timeout > 0:
             time.sleep(min(timeout, 0.05))

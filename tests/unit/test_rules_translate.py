@@ -642,3 +642,42 @@ def test_lists_built_inside_a_profile_see_the_whole_record(
     with pytest.raises(TranslationError) as info:
         compiled.translate(record(order))
     assert info.value.field == "profile.properties.Lines[].Id"
+
+
+# --- identities compare as Klaviyo compares them -----------------------------------------------
+
+
+def test_identities_compare_emails_as_klaviyo_does(compiled: CompiledRules) -> None:
+    """Klaviyo treats e-mail addresses without regard to case: so do the dedup and state keys,
+    or a repeat would reach Klaviyo inside one request (which refuses it whole) and two
+    consent changes of one person would not be ordered against each other."""
+
+    def subscription(email: str, action: str) -> DecodedRecord:
+        return record(
+            {
+                "event_id": "e",
+                "store_id": "s",
+                "occurred_at": NOW,
+                "customer_id": None,
+                "email": email,
+                "phone": None,
+                "channel": "EMAIL",
+                "action": action,
+                "list_id": "L1",
+                "consented_at": NOW,
+                "source": None,
+            },
+            "shop.events.SubscriptionChanged",
+        )
+
+    [upper] = compiled.translate(subscription("Ann.Smith@Shop.Example", "SUBSCRIBE"))
+    [lower] = compiled.translate(subscription("ann.smith@shop.example", "UNSUBSCRIBE"))
+    assert upper.dedup_key == lower.dedup_key and upper.state_key == lower.state_key
+    # The address itself goes to Klaviyo as written.
+    assert upper.payload["attributes"]["email"] == "Ann.Smith@Shop.Example"  # type: ignore[index]
+
+    order = guide_order()
+    shouting = copy.deepcopy(order)
+    shouting["customer"]["email"] = order["customer"]["email"].upper()
+    keys = [op.dedup_key for op in compiled.translate(record(order))]
+    assert keys == [op.dedup_key for op in compiled.translate(record(shouting))]
