@@ -107,7 +107,7 @@ def dead_letter_headers(
         "dlq.registry.version": rules_version,
     }
     headers: Headers = [
-        (k, v if isinstance(v, bytes) else (v or "").encode())
+        (k, v.encode() if isinstance(v, str) else v)
         for k, v in header_pairs(message.headers())
         if not k.startswith("dlq.")
     ]

@@ -29,6 +29,22 @@ Clock = Callable[[], float]
 _MARGIN_S = 0.05
 
 
+def wait_any(
+    events: tuple[threading.Event, ...], seconds: float, clock: Clock = time.monotonic
+) -> bool:
+    """Wait up to ``seconds`` for any of ``events``; True if one is set."""
+    if len(events) == 1:
+        return events[0].wait(seconds)
+    deadline = clock() + seconds
+    while not any(event.is_set() for event in events):
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return False
+        # Woken at once by the first event; the others are looked at every 0.1 s.
+        events[0].wait(min(remaining, 0.1))
+    return True
+
+
 class LimiterStopped(Exception):
     """The stop event was set while waiting for the limiter."""
 
@@ -51,15 +67,16 @@ class RateLimiter:
         self._sent: deque[float] = deque()
         self._not_before = 0.0
 
-    def acquire(self, stop: threading.Event) -> None:
-        """Block until one request may be sent now, and count it as sent."""
+    def acquire(self, *stops: threading.Event) -> None:
+        """Block until one request may be sent now, and count it as sent; LimiterStopped if
+        any of ``stops`` is set meanwhile."""
         while True:
             with self._lock:
                 wait = self._wait_locked(self._clock())
                 if wait <= 0:
                     self._sent.append(self._clock())
                     return
-            if stop.wait(wait):
+            if wait_any(stops, wait, self._clock):
                 raise LimiterStopped
 
     def delay(self) -> float:

@@ -45,7 +45,7 @@ from consumer.errors import (
 from consumer.redact import mask
 
 from .client import KlaviyoClient
-from .ratelimit import LimiterStopped, RateLimiter
+from .ratelimit import LimiterStopped, RateLimiter, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,13 @@ class Sender:
         outcome = BatchOutcome(batch)
         fmt = body_format(batch.endpoint)
         client = self._clients[batch.account]
-        work: list[list[BatchEntry]] = [list(batch.entries)]
+        live = [entry for entry in batch.entries if entry.live]
+        if not live:
+            raise DeliveryAborted  # nothing of it is ours any more
+        work: list[list[BatchEntry]] = [live]
         # Entries refused alone with an error that names no item, and that error's identity.
         pointerless: list[tuple[BatchEntry, RejectedItemError, str]] = []
-        size = len(batch.entries)
+        size = len(live)
         while work or pointerless:
             if not work:
                 self._resolve_pointerless(pointerless, size, batch, outcome, work)
@@ -224,7 +227,7 @@ class Sender:
         attempt = 0
         while True:
             try:
-                limiter.acquire(cancelled)
+                limiter.acquire(cancelled, self._stop)
             except LimiterStopped:
                 raise DeliveryAborted from None
             outcome.requests += 1
@@ -253,7 +256,7 @@ class Sender:
                 delay = self._backoff.delay(attempt)
                 attempt += 1
                 log.warning("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt)
-                if cancelled.wait(delay) or self._stop.is_set():
+                if wait_any((cancelled, self._stop), delay):
                     raise DeliveryAborted from exc
 
 

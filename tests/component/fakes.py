@@ -123,6 +123,8 @@ class FakeConsumer:
         self._events: deque[tuple[str, list[Key]]] = deque()
         self._pending_callbacks: deque[tuple[KafkaError | None, list[TopicPartition]]] = deque()
         self.closed = False
+        # Rebalance events served so far (assign, revoke and lost callbacks run).
+        self.rebalances = 0
         # Test knobs.
         self.fail_commits = False
 
@@ -219,6 +221,7 @@ class FakeConsumer:
                 self._on_commit(error, partitions)
         while self._events:
             kind, keys = self._events.popleft()
+            self.rebalances += 1
             if kind == "assign":
                 for key in keys:
                     committed = self.broker.committed_offset(self.group, *key)
