@@ -23,7 +23,7 @@ holding the key is closed there and then), so the waits never form a cycle.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from consumer.bodies import EncodedItem, body_format
@@ -124,7 +124,9 @@ class Batcher:
         self.endpoint = endpoint
         self.group = group
         self._format = body_format(endpoint)
-        self._keep_latest = endpoint.spec.state is not None
+        # Its items set state (profile, consent, catalog item): kept in order, latest folds.
+        self.stateful = endpoint.spec.state is not None
+        self._keep_latest = self.stateful
         self._max_items = endpoint.spec.max_items
         self._max_bytes = endpoint.spec.max_bytes - self._format.envelope_bytes
         self._linger_s = linger_s
@@ -233,22 +235,27 @@ class Batching:
         self._batchers: dict[BatchKey, Batcher] = {}
         self._holders: dict[StateKey, _Holders] = {}
 
-    def add(self, account: str, operation: Operation, ticket: MessageTicket) -> list[Batch]:
+    def add(self, account: str, operation: Operation, ticket: MessageTicket) -> Sequence[Batch]:
         """Add one operation; returns the batches that closed (full, or closed to keep order)."""
         key: BatchKey = (account, operation.endpoint, operation.group)
         batcher = self._batchers.get(key)
         if batcher is None:
             batcher = Batcher(account, operation.endpoint, self._linger_s, operation.group)
             self._batchers[key] = batcher
+        state = operation.state_key if batcher.stateful else None
+        if state is None:
+            # Events, the hot path: no order to keep.
+            done = batcher.add(operation, ticket)
+            if done is None:
+                return ()
+            self._drop_idle(key, batcher)
+            return (done,)
         closed: list[Batch] = []
-        state = operation.state_key
-        plan = None
-        if state is not None:
-            plan = batcher.plan(operation)
-            if plan[0]:
-                closed.append(batcher.take_open())  # type: ignore[arg-type]
-                plan = (False, plan[1])
-            self._keep_order((account, *state), batcher.open_or_new(), ticket, closed)
+        plan = batcher.plan(operation)
+        if plan[0]:
+            closed.append(batcher.take_open())  # type: ignore[arg-type]
+            plan = (False, plan[1])
+        self._keep_order((account, *state), batcher.open_or_new(), ticket, closed)
         done = batcher.add(operation, ticket, plan)
         if done is not None:
             closed.append(done)

@@ -109,13 +109,14 @@ class Pipeline:
     def process(self, message: KafkaMessage) -> None:
         """Decode, translate and batch one polled message."""
         ticket = self.committer.track(message)
-        key = ticket.progress.key
-        parked = self._parked.get(key)
-        if parked is not None:
-            parked.tickets.append(ticket)  # behind the one waiting for the registry
-            return
+        if self._parked:
+            parked = self._parked.get(ticket.progress.key)
+            if parked is not None:
+                parked.tickets.append(ticket)  # behind the one waiting for the registry
+                return
         outage = self._handle(ticket)
         if outage is not None:
+            key = ticket.progress.key
             parked = self._parked[key] = _Parked(deque([ticket]))
             self._wait_for_registry(key, parked, outage)
 
