@@ -1,9 +1,9 @@
 """Shared helpers for the benchmarks: one results file, one table.
 
 Every benchmark script records its figures with :func:`record`, which merges them into
-``bench-results.json`` at the repository root (git-ignored; DESIGN.md section 4): a JSON list of
-objects, one per figure, replacing any earlier entry of the same ``name`` so several scripts
-(and several runs) can share the file::
+``bench-results.json`` at the repository root (git-ignored; docs/DESIGN.md section 4): a JSON
+list of objects, one per figure, replacing any earlier entry of the same ``name`` so several
+scripts (and several runs) can share the file::
 
     from bench.common import record, print_table
 

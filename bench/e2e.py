@@ -1,4 +1,4 @@
-"""End-to-end benchmarks of one ``kafka-klaviyo run`` process (issue 4, ``make bench``).
+"""End-to-end benchmarks of one ``kafka-klaviyo run`` process (``make bench``).
 
 Three figures, each from one run on a local Kafka broker and the Klaviyo emulator, both real
 and both in their own processes (on a 2-core machine an in-process emulator would share the
@@ -1071,7 +1071,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(
         prog="python -m bench.e2e",
-        description="End-to-end benchmarks of `kafka-klaviyo run` (issue 4): (a) throughput vs"
+        description="End-to-end benchmarks of `kafka-klaviyo run`: (a) throughput vs"
         " the in-process floor, (b) delivery under Klaviyo's rate limits, (c) peak RSS with a"
         " 1,000,000-message backlog. Figures go to bench-results.json.",
     )

@@ -1,7 +1,8 @@
-"""Klaviyo's bulk endpoints and the per-request limits that shape batching (DESIGN.md section 3).
+"""Klaviyo's bulk endpoints and the per-request limits that shape batching.
 
 One table, read by the batcher, the HTTP client and the rate limiter, so a new endpoint is one
-new row. Figures come from Klaviyo's OpenAPI spec (revision 2026-07-15) and its rate-limit docs.
+new row. Figures come from Klaviyo's OpenAPI spec (revision 2026-07-15) and its rate-limit docs
+(docs/DESIGN.md, section 3).
 """
 
 from __future__ import annotations

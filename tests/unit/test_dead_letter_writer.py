@@ -16,7 +16,7 @@ from consumer.errors import DeadLetterError, RejectedItemError, TranslationError
 
 TOPIC = "shop.events.dlq"
 
-#: DESIGN.md section 4, the dead-letter record.
+#: docs/DESIGN.md section 4, the dead-letter record.
 DLQ_HEADERS = {
     "dlq.stage",
     "dlq.error.class",
