@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consumer.batch import Batch, Batching
+from consumer.batch import Batching
 from consumer.commit import Committer, MessageTicket, PartitionKey
 from consumer.dead_letter import DeadLetterWriter
 from consumer.decode import Decoder
@@ -223,9 +223,9 @@ class Pipeline:
             self._parked.pop(key, None)
         self.committer.release(partitions)
         for batch in self._batching.drop_released():
-            self._batch_done(batch)
+            self._batching.finished(batch)
         for batch in self._deliveries.drop_released():
-            self._batch_done(batch)
+            self._batching.finished(batch)
 
     def _apply(self, finished: list[Finished]) -> None:
         for done in finished:
@@ -248,10 +248,7 @@ class Pipeline:
                 for entry, error in outcome.rejected:
                     for ticket in entry.tickets:
                         self._reject(ticket, error)
-            self._batch_done(done.batch)
-
-    def _batch_done(self, batch: Batch) -> None:
-        self._batching.finished(batch)
+            self._batching.finished(done.batch)
 
     def _reject(self, ticket: MessageTicket, error: RejectedItemError) -> None:
         if ticket.released:
