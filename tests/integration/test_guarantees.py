@@ -152,6 +152,7 @@ def test_a_slowly_failing_dead_letter_topic_stops_the_process_and_nothing_passes
     )
     assert code == 3, output[-5000:]
     errors = log_messages(output, "ERROR")
+    print(f"ERROR lines: {errors}")
     assert len(errors) == 1, errors
     assert "dead-letter" in errors[0] and mask(stack.dlq) in errors[0], errors[0]
     assert "Traceback" not in output, output[-5000:]
@@ -314,6 +315,7 @@ def test_an_unserved_revision_stops_the_process_and_dead_letters_and_commits_not
     output = consumer.output()
     assert code == 3, f"exit {code}:\n{output[-5000:]}"
     errors = log_messages(output, "ERROR")
+    print(f"exit {code}; ERROR lines: {errors}")
     assert len(errors) == 1, errors
     # Log lines are masked, and a date looks like a phone number to the mask.
     named = UNSERVED_REVISION in errors[0] or mask(UNSERVED_REVISION) in errors[0]
