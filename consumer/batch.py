@@ -152,21 +152,35 @@ class Batcher:
         return full, item
 
     def add(
-        self,
-        operation: Operation,
-        ticket: MessageTicket,
-        plan: tuple[bool, EncodedItem | None] | None = None,
+        self, operation: Operation, ticket: MessageTicket, item: EncodedItem | None = None
     ) -> Batch | None:
-        """Add one operation (``plan``: what :meth:`plan` said, if asked already); returns
-        the batch it closed, if adding it closed one."""
-        closes, item = self.plan(operation) if plan is None else plan
+        """Add one operation (``item``: it encoded already, by :meth:`plan`); returns the
+        batch it closed, if adding it closed one."""
+        batch = self._open
+        key = operation.dedup_key
+        if batch is not None and key is not None:
+            twin = batch.by_dedup_key.get(key)
+            if twin is not None:
+                self._fold(batch, twin, operation, ticket)
+                return None
         if item is None:
-            assert self._open is not None and operation.dedup_key is not None
-            self._fold(self._open, self._open.by_dedup_key[operation.dedup_key], operation, ticket)
-            return None
-        closed = self.take_open() if closes else None
-        batch = self.open_or_new()
-        self._append(batch, item, operation, ticket)
+            item = self._format.encode(operation)
+        cost = item.cost(batch.profile_keys if batch is not None else None)
+        closed = None
+        if batch is not None and (
+            len(batch.entries) >= self._max_items or batch.size_bytes + cost > self._max_bytes
+        ):
+            closed, batch = batch, None
+        if batch is None:
+            batch = self._open = Batch(self.account, self.endpoint, self.group, time.monotonic())
+            cost = item.cost(None)
+        entry = BatchEntry(item, [ticket])
+        batch.entries.append(entry)
+        batch.size_bytes += cost
+        if item.group_key is not None:
+            batch.profile_keys.add(item.group_key)
+        if key is not None:
+            batch.by_dedup_key[key] = entry
         if closed is None and len(batch.entries) >= self._max_items:
             # Full: send it now rather than wait for the next item or the linger.
             self._open = None
@@ -190,17 +204,6 @@ class Batcher:
         """The open batch regardless of linger (revoke, shutdown, or to keep state order)."""
         batch, self._open = self._open, None
         return batch
-
-    def _append(
-        self, batch: Batch, item: EncodedItem, operation: Operation, ticket: MessageTicket
-    ) -> None:
-        entry = BatchEntry(item, [ticket])
-        batch.entries.append(entry)
-        batch.size_bytes += item.cost(batch.profile_keys)
-        if item.group_key is not None:
-            batch.profile_keys.add(item.group_key)
-        if operation.dedup_key is not None:
-            batch.by_dedup_key[operation.dedup_key] = entry
 
     def _fold(
         self, batch: Batch, entry: BatchEntry, operation: Operation, ticket: MessageTicket
@@ -251,12 +254,11 @@ class Batching:
             self._drop_idle(key, batcher)
             return (done,)
         closed: list[Batch] = []
-        plan = batcher.plan(operation)
-        if plan[0]:
+        full, item = batcher.plan(operation)
+        if full:
             closed.append(batcher.take_open())  # type: ignore[arg-type]
-            plan = (False, plan[1])
         self._keep_order((account, *state), batcher.open_or_new(), ticket, closed)
-        done = batcher.add(operation, ticket, plan)
+        done = batcher.add(operation, ticket, item)
         if done is not None:
             closed.append(done)
         self._drop_idle(key, batcher)
