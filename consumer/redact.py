@@ -15,8 +15,9 @@ _EMAIL = re.compile(
     rf"([^{_STOP}])[^{_STOP}]*@(?:[^{_STOP}.]+\.)+(?:xn--[\w-]+|[^\W\d_]{{2,}})"
 )
 # Seven or more digits, allowing the separators people type; keeps the last two digits.
-# Not inside a word, a topic name or an offset ("orders-4f03617", "[2]@1234567").
-_PHONE = re.compile(r"(?<![\w@\[\]-])\+?\d[\d\s().-]{5,}\d(?![\w-])")
+# Not inside a word, a topic name or an offset ("orders-4f03617", "[2]@1234567"), and not a
+# date: a revision "2026-07-15" or a timestamp must stay readable.
+_PHONE = re.compile(r"(?<![\w@\[\]-])(?!\d{4}-\d\d-\d\d)\+?\d[\d\s().-]{5,}\d(?![\w-])")
 # Everything after the prefix up to a separator: keys may hold "-", "." or "_".
 _API_KEY = re.compile(r"(pk_|Klaviyo-API-Key\s+)[^\s\"',;]+", re.IGNORECASE)
 
@@ -29,7 +30,8 @@ def mask(text: str) -> str:
 
 
 def _mask_phone(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group(0))
+    text = match.group(0)
+    digits = re.sub(r"\D", "", text)
     if len(digits) < 7:
-        return match.group(0)
+        return text
     return "***" + digits[-2:]

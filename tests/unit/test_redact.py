@@ -13,3 +13,23 @@ def test_masks_email_phone_and_key() -> None:
 
 def test_leaves_ordinary_numbers_alone() -> None:
     assert mask("order 1234 has 2 lines at offset 42") == "order 1234 has 2 lines at offset 42"
+
+
+def test_masks_addresses_in_any_script_and_inside_json() -> None:
+    for address in ("jöhn.smïth@exämple.de", "用户@例子.广告", "user+tag@xn--80ak6aa92e.xn--p1ai"):
+        masked = mask(f'{{"email":"{address}","x":1}}')
+        assert address not in masked and address.split("@")[1] not in masked, masked
+        assert masked.endswith('***@***","x":1}')
+
+
+def test_masks_api_keys_whatever_characters_they_hold() -> None:
+    for key in ("pk_abc-def.ghi_jk", "pk_ABC123", "Klaviyo-API-Key pk_x.y-z"):
+        masked = mask(f"auth {key} end")
+        assert "abc" not in masked.lower() and "x.y" not in masked and "123" not in masked
+        assert masked.endswith("*** end")
+
+
+def test_dates_and_timestamps_stay_readable() -> None:
+    text = "revision 2025-01-15 refused at 2026-12-01 19:00:07 (2026-12-01T19:00:07+00:00)"
+    assert mask(text) == text
+    assert mask("call 2026 123 4567") == "call ***67"  # digits that only look like a year
