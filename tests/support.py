@@ -136,7 +136,7 @@ class ConsumerProcess:
 
 
 def expected_event_ids(orders: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
-    """(metric, unique_id) of every event the OrderPlaced records should become (DESIGN.md
+    """(metric, unique_id) of every event the OrderPlaced records should become (docs/DESIGN.md
     section 2): Placed Order uses the order id, each Ordered Product the order id + line id
     (its SKU when it has none, numbered when SKUs repeat)."""
     ids: set[tuple[str, str]] = set()

@@ -4,8 +4,8 @@ Each :class:`Endpoint` says where its items are, how many and how large a reques
 rate limits, which ingestion checks apply, how its items are deduplicated and what is recorded
 for read-back. Adding an endpoint is adding a row here; the request pipeline is shared.
 
-Numbers come from the spec's operation descriptions (DESIGN.md section 3); where Klaviyo states
-no payload size, the 5 MB of its other bulk endpoints is assumed.
+Numbers come from the spec's operation descriptions (docs/DESIGN.md, section 3); where Klaviyo
+states no payload size, the 5 MB of its other bulk endpoints is assumed.
 """
 
 from __future__ import annotations

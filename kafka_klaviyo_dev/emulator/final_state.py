@@ -2,7 +2,7 @@
 
 The emulator stores every accepted item in acceptance order (a ``seq`` shared by all endpoints
 and accounts). Replaying those items in that order gives the end state of the stateful
-resources, which is what the "latest state wins" guarantee (DESIGN.md section 2) is about:
+resources, which is what the "latest state wins" guarantee (docs/DESIGN.md, section 2) is about:
 
 consent
     per (account, list id, channel, person), from Subscribe Profiles (``SUBSCRIBED``) and

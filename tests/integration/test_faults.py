@@ -1,8 +1,8 @@
-"""Delivery that loses nothing, proven under faults on the real stack (issue 4, "Done means").
+"""Delivery that loses nothing, proven under faults on the real stack.
 
 Every test runs the consumer as its own OS process (``python -m consumer run``) against a real
-Apache Kafka broker and the Klaviyo emulator, then checks the guarantees of DESIGN.md section 2
-from the outside: what the emulator accepted (after Klaviyo's dedup on profile + metric +
+Apache Kafka broker and the Klaviyo emulator, then checks the guarantees of docs/DESIGN.md
+section 2 from the outside: what the emulator accepted (after Klaviyo's dedup on profile + metric +
 unique_id), what the dead-letter topic holds and which offsets the group committed.
 
 "Exactly once in effect" is checked the same way everywhere (:meth:`Stack.assert_exactly_once`):

@@ -1,4 +1,4 @@
-"""The delivery guarantees of DESIGN.md section 2, each proven from the outside on the real stack.
+"""The guarantees of docs/DESIGN.md section 2, each proven from the outside on the real stack.
 
 The consumer runs as its own OS process (``python -m consumer run``) against the session's
 Apache Kafka broker and the Klaviyo emulator. What is checked is what Klaviyo would end with
@@ -478,7 +478,7 @@ def test_every_event_type_of_the_guides_journey_reaches_klaviyo(stack: Stack) ->
 
 # -- a per-item 400 for a non-order type ----------------------------------------------------------
 
-#: DESIGN.md section 4: the headers of every dead-letter record.
+#: docs/DESIGN.md section 4: the headers of every dead-letter record.
 DLQ_HEADERS = (
     "dlq.stage",
     "dlq.error.class",
