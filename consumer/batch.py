@@ -50,9 +50,11 @@ class BatchEntry:
     @property
     def live(self) -> bool:
         """Some message behind it still belongs to this consumer (not revoked or lost)."""
-        return any(not t.released for t in self.tickets) or any(
-            not t.released for t, _ in self.twins
-        )
+        # Plain loops: asked of every entry before every request.
+        for ticket in self.tickets:
+            if not ticket.progress.released:
+                return True
+        return any(not ticket.progress.released for ticket, _ in self.twins)
 
     def all_tickets(self) -> Iterator[MessageTicket]:
         yield from self.tickets

@@ -139,8 +139,11 @@ class PartitionProgress:
         """Move the committable offset over the finished prefix (Kafka commits offset + 1),
         counting each message's outcome once; a tripped budget raises before it moves."""
         pending = self.pending
-        while pending and pending[0].finished:
-            budget.count(dead_lettered=pending[0].dead_lettered)
+        while pending:
+            ticket = pending[0]
+            if not ticket.finished:
+                break
+            budget.count(ticket.dead_lettered)
             self.committable = pending.popleft().offset + 1
 
     def unfinished(self) -> int:

@@ -262,7 +262,7 @@ class DeadLetterBudget:
         self._failed_in_window = 0
         self._consecutive = 0
 
-    def count(self, *, dead_lettered: bool) -> None:
+    def count(self, dead_lettered: bool) -> None:
         """Count one finished message; DeadLetterError if that passes a limit."""
         window = self._window
         if len(window) == window.maxlen and window[0]:

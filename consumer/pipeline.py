@@ -243,7 +243,7 @@ class Pipeline:
                     time.monotonic() - outcome.batch.opened_at
                 )
                 for entry in outcome.delivered:
-                    for ticket in entry.all_tickets():
+                    for ticket in entry.all_tickets() if entry.twins else entry.tickets:
                         ticket.output_delivered()
                 for entry, error in outcome.rejected:
                     for ticket in entry.tickets:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from consumer.batch import Batch, BatchEntry
-from consumer.bodies import body_format
+from consumer.bodies import BodyFormat, body_format
 from consumer.endpoints import Endpoint
 from consumer.errors import (
     BadRequestError,
@@ -142,20 +142,22 @@ class Sender:
         # Entries refused alone with an error that names no item, and that error's identity.
         pointerless: list[tuple[BatchEntry, RejectedItemError, str]] = []
         size = len(live)
+        first = True
         while work or pointerless:
             if not work:
                 self._resolve_pointerless(pointerless, size, batch, outcome, work)
                 continue
-            entries = [entry for entry in work.pop() if entry.live]
-            if not entries:
-                continue
+            entries = work.pop()
+            if not first:  # a later request of this batch: leave out what is no longer ours
+                entries = [entry for entry in entries if entry.live]
+                if not entries:
+                    continue
+            first = False
             if cancelled.is_set() or self._stop.is_set():
                 raise DeliveryAborted
-            body, layout = fmt.assemble(entries, batch.group)
-            try:
-                self._post(client, batch, body, outcome, cancelled)
-            except BadRequestError as exc:
-                bad = _narrow(exc, entries, layout, fmt.entries_for_pointer)
+            entries, layout, refusal = self._post(client, batch, fmt, entries, outcome, cancelled)
+            if isinstance(refusal, BadRequestError):
+                bad = _narrow(refusal, entries, layout, fmt.entries_for_pointer)
                 if bad:
                     for index, error in bad.items():
                         self._refuse(entries[index], error, batch, outcome, work)
@@ -163,22 +165,23 @@ class Sender:
                     if rest:
                         work.append(rest)
                 elif len(entries) == 1:
-                    pointerless.append((entries[0], _rejection(exc, None), _signature(exc)))
+                    pointerless.append(
+                        (entries[0], _rejection(refusal, None), _signature(refusal))
+                    )
                 else:
                     work += _halves(entries)
-                continue
-            except PayloadTooLargeError as exc:
+            elif isinstance(refusal, PayloadTooLargeError):
                 if len(entries) == 1:
                     error = RejectedItemError(
                         "Klaviyo refused the item: too large for one request (HTTP 413)",
-                        http_status=exc.http_status,
+                        http_status=refusal.http_status,
                         detail={"reason": "payload too large"},
                     )
                     self._refuse(entries[0], error, batch, outcome, work)
                 else:
                     work += _halves(entries)
-                continue
-            outcome.delivered += entries
+            else:
+                outcome.delivered += entries
         return outcome
 
     def _resolve_pointerless(
@@ -219,11 +222,18 @@ class Sender:
         self,
         client: KlaviyoClient,
         batch: Batch,
-        body: bytes,
+        fmt: BodyFormat,
+        entries: list[BatchEntry],
         outcome: BatchOutcome,
         cancelled: threading.Event,
-    ) -> None:
+    ) -> tuple[list[BatchEntry], list[list[int]], BadRequestError | PayloadTooLargeError | None]:
+        """POST ``entries`` until Klaviyo answers with anything but an outage.
+
+        Returns the entries of the last attempt (after a failed attempt, those of revoked or
+        lost partitions are left out), their layout in the body, and Klaviyo's refusal of
+        them, if it refused them."""
         limiter = self.limiter(batch.account, batch.endpoint)
+        body, layout = fmt.assemble(entries, batch.group)
         attempt = 0
         while True:
             try:
@@ -233,7 +243,9 @@ class Sender:
             outcome.requests += 1
             try:
                 limiter.observe(client.post(batch.endpoint, body))
-                return
+                return entries, layout, None
+            except (BadRequestError, PayloadTooLargeError) as refusal:
+                return entries, layout, refusal
             except TransientDeliveryError as exc:
                 outcome.retries += 1
                 if exc.http_status == 429:
@@ -252,12 +264,19 @@ class Sender:
                             wait,
                         )
                     limiter.retry_after(wait)
-                    continue
-                delay = self._backoff.delay(attempt)
-                attempt += 1
-                log.warning("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt)
-                if wait_any((cancelled, self._stop), delay):
-                    raise DeliveryAborted from exc
+                else:
+                    delay = self._backoff.delay(attempt)
+                    attempt += 1
+                    log.warning("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt)
+                    if wait_any((cancelled, self._stop), delay):
+                        raise DeliveryAborted from exc
+            # Work of partitions revoked or lost meanwhile is not sent again.
+            live = [entry for entry in entries if entry.live]
+            if not live:
+                raise DeliveryAborted
+            if len(live) != len(entries):
+                entries = live
+                body, layout = fmt.assemble(entries, batch.group)
 
 
 def _halves(entries: list[BatchEntry]) -> list[list[BatchEntry]]:

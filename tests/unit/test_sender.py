@@ -555,6 +555,29 @@ def test_entries_of_released_partitions_are_left_out_of_the_request() -> None:
     assert outcome.delivered == [batch.entries[0], batch.entries[2]]
 
 
+def test_a_retry_leaves_out_entries_released_since_the_failed_attempt() -> None:
+    ours, theirs = Tickets(0), Tickets(1)
+    batcher = Batcher(ACCOUNT, Endpoint.PROFILES, linger_s=60)
+    for i, source in enumerate([ours, theirs, ours]):
+        batcher.add(profile(f"u{i}@x.dev"), source())
+    batch = batcher.take_open()
+    assert batch is not None
+
+    def outage_then_ok(request: httpx.Request, document: Any) -> httpx.Response:
+        if len(klaviyo.bodies) == 1:
+            theirs.progress.released = True  # a rebalance while the first attempt fails
+            return httpx.Response(503)
+        return httpx.Response(202)
+
+    klaviyo = Klaviyo(outage_then_ok)
+    outcome = deliver(_sender(klaviyo), batch)
+    assert [emails_of(body) for body in klaviyo.bodies] == [
+        ["u0@x.dev", "u1@x.dev", "u2@x.dev"],
+        ["u0@x.dev", "u2@x.dev"],
+    ]
+    assert outcome.delivered == [batch.entries[0], batch.entries[2]]
+
+
 def test_batch_whose_entries_are_all_released_is_not_sent() -> None:
     tickets = Tickets(0)
     batch, _ = batch_of([profile(f"u{i}@x.dev") for i in range(3)], tickets)
