@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
-from consumer.commit import PartitionKey
+from consumer.commit import OffsetStore, PartitionKey
 from consumer.errors import ConfigError
 from consumer.messages import KafkaMessage
 from consumer.settings import KafkaSettings
@@ -88,8 +88,8 @@ def producer_config(kafka: KafkaSettings, *, timeout_s: float) -> dict[str, Any]
     }
 
 
-class KafkaConsumer(Protocol):
-    """The part of confluent_kafka.Consumer the service uses."""
+class KafkaConsumer(OffsetStore, Protocol):
+    """The part of confluent_kafka.Consumer the service uses (offsets: see OffsetStore)."""
 
     def subscribe(
         self,
@@ -104,16 +104,6 @@ class KafkaConsumer(Protocol):
     def pause(self, partitions: list[TopicPartition]) -> None: ...
 
     def resume(self, partitions: list[TopicPartition]) -> None: ...
-
-    def store_offsets(
-        self, message: Any = None, offsets: list[TopicPartition] | None = None
-    ) -> None: ...
-
-    @overload
-    def commit(self, *, asynchronous: Literal[True] = ...) -> None: ...
-
-    @overload
-    def commit(self, *, asynchronous: Literal[False]) -> list[TopicPartition]: ...
 
     def close(self) -> None: ...
 

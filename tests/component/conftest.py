@@ -3,7 +3,7 @@
 * ``klaviyo``: the Klaviyo emulator's app (validation against the OpenAPI spec on, rate limits
   off) behind ``httpx.MockTransport``; the service's HTTP client and the test's
   :class:`~kafka_klaviyo_dev.emulator.EmulatorClient` both talk to it through that transport.
-* ``stack``: a :class:`Stack` — a :class:`~tests.component.fakes.FakeBroker` with a topic and a
+* ``stack``: a :class:`Stack` — a :class:`~tests.fakes.FakeBroker` with a topic and a
   dead-letter topic, and a builder of the real service (:func:`consumer.compose.build_service`)
   over fake Kafka clients and the emulator's transport; :meth:`Stack.start` runs the real
   :class:`~consumer.runner.Runner` loop on a thread.
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ from kafka_klaviyo_dev.emulator import EmulatorClient, EmulatorConfig, EmulatorS
 from kafka_klaviyo_dev.emulator.app import Request
 from kafka_klaviyo_dev.emulator.config import RateLimitSettings
 from kafka_klaviyo_dev.emulator.control import PREFIX
-from tests.component.fakes import FakeBroker, FakeConsumer, FakeProducer
+from tests.fakes import FakeBroker, FakeConsumer, FakeProducer
+from tests.support import wait_for
 
 API_KEYS = {"pk_component_acme": "acme", "pk_component_beta": "beta"}
 BASE_URL = "http://klaviyo.test"
@@ -208,11 +208,4 @@ def stack(klaviyo: Klaviyo) -> Iterator[Stack]:
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
     """Poll ``predicate`` until truthy; fail after ``timeout_s`` (generous: a loaded box)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.01)
+    return wait_for(predicate, timeout_s, what, interval_s=0.01)

@@ -9,48 +9,12 @@ import orjson
 import pytest
 
 from consumer.batch import Batch, Batching
-from consumer.commit import MessageTicket, PartitionProgress
 from consumer.endpoints import Endpoint
 from consumer.messages import EventPayload, Operation
+from tests.fakes import Tickets
 
 ACCOUNT = "default"
 PREFIX = "$custom:::$default:::"
-
-
-class Msg:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return b""
-
-    def headers(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 0)
-
-
-class Tickets:
-    def __init__(self) -> None:
-        self.progress = PartitionProgress("t", 0)
-        self.offset = 0
-
-    def __call__(self) -> MessageTicket:
-        offset, self.offset = self.offset, self.offset + 1
-        return self.progress.track(offset, Msg(offset))
 
 
 @pytest.fixture()

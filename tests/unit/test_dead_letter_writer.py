@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumer.dead_letter import DeadLetterWriter, dead_letter_headers
 from consumer.errors import DeadLetterError, RejectedItemError, TranslationError
+from tests.fakes import FakeMessage
 
 TOPIC = "shop.events.dlq"
 
@@ -35,42 +36,18 @@ DLQ_HEADERS = {
 }
 
 
-class Msg:
-    def __init__(
-        self,
-        *,
-        key: bytes | None = b"order-1",
-        value: bytes | None = b"\x00\x00\x00\x00\x07avro",
-        headers: Any = None,
-        topic: str = "shop.events",
-        partition: int = 3,
-        offset: int = 42,
-        timestamp: int = 1_700_000_000_000,
-    ) -> None:
-        self._key, self._value, self._headers = key, value, headers
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._timestamp = timestamp
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> Any:
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._timestamp)
+def Msg(
+    *,
+    key: bytes | None = b"order-1",
+    value: bytes | None = b"\x00\x00\x00\x00\x07avro",
+    headers: Any = None,
+    topic: str = "shop.events",
+    partition: int = 3,
+    offset: int = 42,
+    timestamp: int = 1_700_000_000_000,
+) -> FakeMessage:
+    """A consumed message with the coordinates the headers are checked against."""
+    return FakeMessage(topic, partition, offset, key, value, headers, timestamp)
 
 
 HOLD = "hold"
@@ -358,7 +335,7 @@ def _too_large_unless_cut(how: str) -> Callable[[dict[str, Any]], Verdict]:
     return decide
 
 
-def _assert_cut(record: dict[str, Any], original: Msg) -> None:
+def _assert_cut(record: dict[str, Any], original: FakeMessage) -> None:
     assert record["topic"] == TOPIC
     assert record["value"] is None
     assert record["key"] == original.key()

@@ -15,34 +15,9 @@ from consumer.deliver.scheduler import DeliveryScheduler, Finished
 from consumer.deliver.sender import BatchOutcome, DeliveryAborted
 from consumer.endpoints import Endpoint
 from consumer.errors import AuthenticationError, RequestRejectedError
+from tests.fakes import message
 
 WAIT_S = 10.0  # generous: for things that take milliseconds
-
-
-class Msg:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return b""
-
-    def headers(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 0)
 
 
 class GatedSender:
@@ -115,7 +90,7 @@ class Progress:
         progress = progress or self.progress
         batch = Batch(account, endpoint, group, opened_at=0.0)
         for _ in range(entries):
-            ticket = progress.track(self._offset, Msg(self._offset))
+            ticket = progress.track(self._offset, message(self._offset))
             self._offset += 1
             batch.entries.append(BatchEntry(EncodedItem(b"{}"), [ticket]))
         for earlier in after:

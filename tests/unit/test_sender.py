@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.batch import Batch, Batcher
-from consumer.commit import MessageTicket, PartitionProgress
+from consumer.commit import MessageTicket
 from consumer.deliver.client import KlaviyoClient
 from consumer.deliver.sender import (
     Backoff,
@@ -27,50 +27,11 @@ from consumer.deliver.sender import (
 from consumer.endpoints import Endpoint
 from consumer.errors import RejectedItemError, RequestRejectedError
 from consumer.messages import EventPayload, Operation
+from tests.fakes import Tickets
 
 ACCOUNT = "default"
 PROFILES_POINTER = "/data/attributes/profiles/data/{}/attributes/email"
 EVENTS_POINTER = "/data/attributes/events-bulk-create/data/{}/attributes/events/data/{}"
-
-
-class Msg:
-    """The smallest Kafka message a ticket needs."""
-
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return None
-
-    def value(self) -> bytes:
-        return b""
-
-    def headers(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 0)
-
-
-class Tickets:
-    """Tickets of one partition, offsets counting up."""
-
-    def __init__(self, partition: int = 0) -> None:
-        self.progress = PartitionProgress("t", partition)
-        self._next = 0
-
-    def __call__(self) -> MessageTicket:
-        offset, self._next = self._next, self._next + 1
-        return self.progress.track(offset, Msg(offset))
 
 
 class Klaviyo:

@@ -1,4 +1,4 @@
-"""Fakes of the Kafka edges, behind the service's own protocols.
+"""Fakes of the Kafka edges, behind the service's own protocols (unit and component tests).
 
 :class:`FakeBroker` holds topics (partitions of :class:`FakeMessage`) and committed offsets per
 group. :class:`FakeConsumer` implements :class:`consumer.source.KafkaConsumer` over it, with
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from consumer.commit import MessageTicket, PartitionProgress
 
 Key = tuple[str, int]
 
@@ -65,6 +67,32 @@ class FakeMessage:
             if key == name:
                 return value.decode() if isinstance(value, bytes) else value
         return None
+
+
+def message(
+    offset: int = 0,
+    *,
+    partition: int = 0,
+    topic: str = "t",
+    key: bytes | None = None,
+    value: bytes | None = b"",
+    headers: list[tuple[str, bytes | str | None]] | None = None,
+    timestamp: int = 0,
+) -> FakeMessage:
+    """One message, for tests that need a ticket's message but no broker."""
+    return FakeMessage(topic, partition, offset, key, value, headers, timestamp)
+
+
+class Tickets:
+    """Tickets of one partition, offsets counting up: ``tickets()`` is the next one."""
+
+    def __init__(self, partition: int = 0, topic: str = "t") -> None:
+        self.progress = PartitionProgress(topic, partition)
+        self._next = 0
+
+    def __call__(self) -> MessageTicket:
+        offset, self._next = self._next, self._next + 1
+        return self.progress.track(offset, message(offset, partition=self.progress.partition))
 
 
 class FakeBroker:
