@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from consumer.bodies import EncodedItem, body_format
-from consumer.commit import MessageTicket
+from consumer.commit import MessageTicket, PartitionProgress
 from consumer.endpoints import Endpoint
 from consumer.messages import Operation
 
@@ -90,6 +90,8 @@ class Batch:
     # Profiles already in the body (events are grouped under their profile).
     profile_keys: set[bytes] = field(default_factory=set)
     by_dedup_key: dict[tuple[str, ...], BatchEntry] = field(default_factory=dict)
+    # The partitions its messages come from: a revoke or loss concerns it only if it names one.
+    partitions: set[PartitionProgress] = field(default_factory=set)
     # State keys of the operations it holds, and the closed batches it must wait for.
     state_keys: set[StateKey] = field(default_factory=set)
     after: set[Batch] = field(default_factory=set)
@@ -107,9 +109,14 @@ class Batch:
         """Folded repeats keep the latest item (state), not the first (events)."""
         return self.endpoint.spec.state is not None
 
+    @property
+    def touches_released(self) -> bool:
+        """Some of its messages come from a partition that was revoked or lost."""
+        return any(progress.released for progress in self.partitions)
+
     def drop_released(self) -> int:
         """Remove entries no message of ours stands behind any more; how many are left."""
-        if all(entry.live for entry in self.entries):
+        if not self.touches_released:
             return len(self.entries)
         self.entries = [entry for entry in self.entries if entry.live]
         self.by_dedup_key = {k: e for k, e in self.by_dedup_key.items() if e.live}
@@ -178,6 +185,7 @@ class Batcher:
             cost = item.cost(None)
         entry = BatchEntry(item, [ticket])
         batch.entries.append(entry)
+        batch.partitions.add(ticket.progress)
         batch.size_bytes += cost
         if item.group_key is not None:
             batch.profile_keys.add(item.group_key)
@@ -210,6 +218,7 @@ class Batcher:
     def _fold(
         self, batch: Batch, entry: BatchEntry, operation: Operation, ticket: MessageTicket
     ) -> None:
+        batch.partitions.add(ticket.progress)
         item = self._format.encode(operation)
         if item.json == entry.item.json:
             entry.tickets.append(ticket)

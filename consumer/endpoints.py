@@ -50,6 +50,10 @@ class Endpoint(enum.Enum):
         "/api/catalog-item-bulk-delete-jobs", 100, _MB, 75, 750, "catalog"
     )
 
+    # Members are singletons: identity hashing is right, and C-level (Enum's own __hash__ is
+    # Python code, paid on every batch-key lookup).
+    __hash__ = object.__hash__
+
     @property
     def spec(self) -> EndpointSpec:
         return self.value

@@ -99,6 +99,9 @@ class Pipeline:
         self.metrics = metrics
         self._translated = metrics.messages.labels("translated")
         self._dead_lettered = metrics.messages.labels("dead_lettered")
+        # Counted here per message, added to the Prometheus counter once per loop turn: its
+        # lock costs more than the count.
+        self._translated_since_tick = 0
         self._registry_backoff = registry_backoff
         self._flush_min_s = dead_letter_flush_min_s
         self._clock = clock
@@ -135,7 +138,7 @@ class Pipeline:
             ticket.fail()
             self._dead_letter(ticket, error)
             return None
-        self._translated.inc()
+        self._translated_since_tick += 1
         ticket.expect(len(operations))
         for operation in operations:
             for batch in self._batching.add(account, operation, ticket):
@@ -147,6 +150,7 @@ class Pipeline:
     def tick(self) -> None:
         """Send lingering batches, apply deliveries, serve dead-letter acks, retry parked
         decoding, commit when the interval has passed."""
+        self._count_translated()
         for batch in self._batching.due():
             self._deliveries.submit(batch)
         self._apply(self._deliveries.collect())
@@ -190,6 +194,7 @@ class Pipeline:
         get at least the flush minimum), then commit. True if everything finished."""
         finished = self._finish(None, timeout_s)
         self.committer.commit(sync=True)
+        self._count_translated()
         return finished
 
     def close(self) -> None:
@@ -197,6 +202,11 @@ class Pipeline:
         self._deliveries.close()
 
     # -- internals -----------------------------------------------------------------------
+
+    def _count_translated(self) -> None:
+        if self._translated_since_tick:
+            self._translated.inc(self._translated_since_tick)
+            self._translated_since_tick = 0
 
     def _finish(self, partitions: list[PartitionKey] | None, timeout_s: float) -> bool:
         deadline = self._clock() + timeout_s

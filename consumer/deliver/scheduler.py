@@ -113,7 +113,8 @@ class DeliveryScheduler:
                 self._waiting.discard(batch)
                 dropped.append(batch)
         for running in self._running.values():
-            if not any(entry.live for entry in running.batch.entries):
+            batch = running.batch
+            if batch.touches_released and not any(entry.live for entry in batch.entries):
                 running.cancelled.set()
         for batch in dropped:
             self._release(batch)

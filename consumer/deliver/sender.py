@@ -135,7 +135,7 @@ class Sender:
         outcome = BatchOutcome(batch)
         fmt = body_format(batch.endpoint)
         client = self._clients[batch.account]
-        live = [entry for entry in batch.entries if entry.live]
+        live = _live(batch, batch.entries)
         if not live:
             raise DeliveryAborted  # nothing of it is ours any more
         work: list[list[BatchEntry]] = [live]
@@ -149,7 +149,7 @@ class Sender:
                 continue
             entries = work.pop()
             if not first:  # a later request of this batch: leave out what is no longer ours
-                entries = [entry for entry in entries if entry.live]
+                entries = _live(batch, entries)
                 if not entries:
                     continue
             first = False
@@ -271,12 +271,19 @@ class Sender:
                     if wait_any((cancelled, self._stop), delay):
                         raise DeliveryAborted from exc
             # Work of partitions revoked or lost meanwhile is not sent again.
-            live = [entry for entry in entries if entry.live]
+            live = _live(batch, entries)
             if not live:
                 raise DeliveryAborted
             if len(live) != len(entries):
                 entries = live
                 body, layout = fmt.assemble(entries, batch.group)
+
+
+def _live(batch: Batch, entries: list[BatchEntry]) -> list[BatchEntry]:
+    """``entries`` without those of revoked or lost partitions (no scan when none is)."""
+    if not batch.touches_released:
+        return entries
+    return [entry for entry in entries if entry.live]
 
 
 def _halves(entries: list[BatchEntry]) -> list[list[BatchEntry]]:

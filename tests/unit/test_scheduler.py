@@ -93,6 +93,7 @@ class Progress:
             ticket = progress.track(self._offset, message(self._offset))
             self._offset += 1
             batch.entries.append(BatchEntry(EncodedItem(b"{}"), [ticket]))
+            batch.partitions.add(progress)
         for earlier in after:
             batch.after.add(earlier)
             earlier.dependents.append(batch)
@@ -245,6 +246,7 @@ def test_drop_released_drops_queued_and_waiting_batches_and_unblocks_their_depen
     queued_lost = make.batch(group="G", progress=lost)
     queued_mixed = make.batch(group="G", entries=1)
     queued_mixed.entries.append(make.batch(progress=lost).entries[0])
+    queued_mixed.partitions.add(lost)
     waiting_lost = make.batch(group="H", progress=lost, after=(running,))
     dependent = make.batch(endpoint=Endpoint.UNSUBSCRIBE, group="U", after=(queued_lost,))
     for batch in (running, queued_lost, queued_mixed, waiting_lost, dependent):
