@@ -63,6 +63,8 @@ class KafkaProducer(Protocol):
         self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True
     ) -> None: ...
 
+    def close(self) -> bool: ...
+
 
 def attempts_so_far(message: KafkaMessage) -> int:
     """How often this message was dead-lettered before (a re-driven record carries it)."""
@@ -166,6 +168,8 @@ class DeadLetterWriter:
         if abandon:
             self._producer.purge()
         self._producer.flush(0 if abandon else timeout_s)
+        # Destroys the client now, not at garbage collection: no reconnects after we stopped.
+        self._producer.close()
 
     # -- internals -----------------------------------------------------------------------
 

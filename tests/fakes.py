@@ -296,6 +296,7 @@ class FakeProducer:
     topic_max_bytes: int | None = None
     queue: deque[_Pending] = field(default_factory=deque)
     produced: int = 0
+    closed: bool = False
 
     def produce(
         self,
@@ -330,6 +331,10 @@ class FakeProducer:
 
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         self.queue.clear()
+
+    def close(self) -> bool:
+        self.closed = True
+        return True
 
     def _serve(self) -> int:
         if self.mode == "hold":

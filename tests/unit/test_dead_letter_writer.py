@@ -65,6 +65,7 @@ class FakeProducer:
         self._reports: list[tuple[Callable[..., None], KafkaError | None]] = []
         self.held: list[dict[str, Any]] = []
         self.purged = False
+        self.closed = False
         self.flushes: list[float] = []
 
     def produce(self, topic: str, value: Any = None, key: Any = None, **kwargs: Any) -> None:
@@ -96,6 +97,10 @@ class FakeProducer:
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         self.purged = True
         self.held.clear()
+
+    def close(self) -> bool:
+        self.closed = True
+        return True
 
 
 def _writer(producer: FakeProducer) -> DeadLetterWriter:
@@ -401,6 +406,7 @@ def test_close_with_abandon_purges_unconfirmed_writes() -> None:
     writer.close(abandon=True)
     assert producer.purged
     assert producer.flushes[-1] == 0
+    assert producer.closed  # the client is destroyed, not left to reconnect
 
 
 def test_close_without_abandon_waits_and_keeps_writes() -> None:
@@ -410,3 +416,4 @@ def test_close_without_abandon_waits_and_keeps_writes() -> None:
     writer.close(timeout_s=0.05)
     assert not producer.purged
     assert producer.flushes[-1] == 0.05
+    assert producer.closed
