@@ -116,37 +116,6 @@ def check_command(
     Prints OK with what the rules map, or every problem with its file, line, rule and field
     (exit code 2). With rules that fail here the service never starts consuming.
     """
-    _check(config_file, rule_dirs, no_defaults, metric_names, phone_region, show_source)
-
-
-@click.group("registry", hidden=True, context_settings={"help_option_names": ["-h", "--help"]})
-def deprecated_registry_group() -> None:
-    """Deprecated: use 'kafka-klaviyo rules'."""
-
-
-@deprecated_registry_group.command("check")
-@_check_options
-def deprecated_check_command(
-    config_file: Path | None,
-    rule_dirs: tuple[Path, ...],
-    no_defaults: bool,
-    metric_names: tuple[str, ...],
-    phone_region: str | None,
-    show_source: bool,
-) -> None:
-    """Deprecated: use 'kafka-klaviyo rules check' (the same options and output)."""
-    click.echo(DEPRECATED_CHECK, err=True)
-    _check(config_file, rule_dirs, no_defaults, metric_names, phone_region, show_source)
-
-
-def _check(
-    config_file: Path | None,
-    rule_dirs: tuple[Path, ...],
-    no_defaults: bool,
-    metric_names: tuple[str, ...],
-    phone_region: str | None,
-    show_source: bool,
-) -> None:
     compiled, _ = _load(config_file, rule_dirs, no_defaults, metric_names, phone_region, False)
     counts: dict[str, int] = {}
     for rule in compiled.rules:
@@ -162,6 +131,20 @@ def _check(
         click.echo(f"  {record}: {names}")
     if show_source:
         click.echo(compiled.source)
+
+
+@click.group("registry", hidden=True, context_settings={"help_option_names": ["-h", "--help"]})
+def deprecated_registry_group() -> None:
+    """Deprecated: use 'kafka-klaviyo rules'."""
+
+
+@deprecated_registry_group.command("check")
+@_check_options
+@click.pass_context
+def deprecated_check_command(ctx: click.Context, /, **options: Any) -> None:
+    """Deprecated: use 'kafka-klaviyo rules check' (the same options and output)."""
+    click.echo(DEPRECATED_CHECK, err=True)
+    ctx.invoke(check_command, **options)
 
 
 @click.command("translate", context_settings={"help_option_names": ["-h", "--help"]})
