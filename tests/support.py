@@ -26,6 +26,24 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: docs/DESIGN.md section 4: the headers every dead-letter record carries besides its own.
+DEAD_LETTER_HEADERS = (
+    "dlq.stage",
+    "dlq.error.class",
+    "dlq.error.message",
+    "dlq.error.detail",
+    "dlq.http.status",
+    "dlq.original.topic",
+    "dlq.original.partition",
+    "dlq.original.offset",
+    "dlq.original.timestamp",
+    "dlq.consumer.group",
+    "dlq.attempts",
+    "dlq.failed.at",
+    "dlq.record.name",
+    "dlq.registry.version",
+)
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""

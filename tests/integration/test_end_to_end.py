@@ -21,7 +21,14 @@ from kafka_klaviyo_dev.encode import encode_single_object
 from kafka_klaviyo_dev.inspect import committed_offsets, group_lag, read_topic
 from kafka_klaviyo_dev.produce import produce_orders, produce_values
 from kafka_klaviyo_dev.samples import expected_events, generated_orders, guide_order
-from tests.support import ConsumerProcess, consumer_env, free_port, kafka_properties, wait_for
+from tests.support import (
+    DEAD_LETTER_HEADERS,
+    ConsumerProcess,
+    consumer_env,
+    free_port,
+    kafka_properties,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -176,20 +183,7 @@ def test_poison_messages_are_dead_lettered_and_the_partition_moves_on(stack) -> 
         record = dead[key]
         assert record.value == original  # unchanged, so it can be re-driven
         assert record.headers["trace-id"] == b"abc"
-        for header in (
-            "dlq.error.message",
-            "dlq.error.detail",
-            "dlq.original.topic",
-            "dlq.original.partition",
-            "dlq.original.offset",
-            "dlq.original.timestamp",
-            "dlq.consumer.group",
-            "dlq.attempts",
-            "dlq.failed.at",
-            "dlq.record.name",
-            "dlq.registry.version",
-            "dlq.http.status",
-        ):
+        for header in DEAD_LETTER_HEADERS:
             assert header in record.headers, (key, header)
         assert record.headers["dlq.original.topic"] == stack.topic.encode()
         assert record.headers["dlq.consumer.group"] == stack.group_id.encode()

@@ -39,6 +39,7 @@ from kafka_klaviyo_dev.samples import (
 )
 from tests.fixtures_emulator import RunningEmulator
 from tests.support import (
+    DEAD_LETTER_HEADERS,
     CommitSampler,
     Stack,
     accounts_config,
@@ -478,24 +479,6 @@ def test_every_event_type_of_the_guides_journey_reaches_klaviyo(stack: Stack) ->
 
 # -- a per-item 400 for a non-order type ----------------------------------------------------------
 
-#: docs/DESIGN.md section 4: the headers of every dead-letter record.
-DLQ_HEADERS = (
-    "dlq.stage",
-    "dlq.error.class",
-    "dlq.error.message",
-    "dlq.error.detail",
-    "dlq.http.status",
-    "dlq.original.topic",
-    "dlq.original.partition",
-    "dlq.original.offset",
-    "dlq.original.timestamp",
-    "dlq.consumer.group",
-    "dlq.attempts",
-    "dlq.failed.at",
-    "dlq.record.name",
-    "dlq.registry.version",
-)
-
 
 def test_a_klaviyo_400_for_one_subscription_or_catalog_item_dead_letters_exactly_that_message(
     stack: Stack,
@@ -530,7 +513,7 @@ def test_a_klaviyo_400_for_one_subscription_or_catalog_item_dead_letters_exactly
         (refused_product.encode(), DELETED, "/data/attributes/items/data/"),
     ):
         record = dead[key]
-        missing = [h for h in DLQ_HEADERS if h not in record.headers]
+        missing = [h for h in DEAD_LETTER_HEADERS if h not in record.headers]
         assert not missing, (key, missing)
         headers = record.headers
         assert record.value == original[key]  # unchanged, so it can be re-driven

@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from consumer.commit import Committer, MessageTicket, PartitionProgress
 from consumer.dead_letter import DeadLetterBudget
 from consumer.errors import DeadLetterError
+from tests.fakes import FakeMessage, message
 
 
 class Store:
@@ -33,18 +34,8 @@ class Store:
         return [TopicPartition(t, p, o) for t, p, o in self.stored[-1:]]
 
 
-class Message:
-    def __init__(self, offset: int, partition: int = 0, topic: str = "t") -> None:
-        self._offset, self._partition, self._topic = offset, partition, topic
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
+def Message(offset: int, partition: int = 0) -> FakeMessage:
+    return message(offset, partition=partition)
 
 
 def _committer(store: Store, **budget: Any) -> Committer:

@@ -14,26 +14,9 @@ from confluent_kafka import KafkaError, KafkaException
 from consumer.dead_letter import DeadLetterWriter, dead_letter_headers
 from consumer.errors import DeadLetterError, RejectedItemError, TranslationError
 from tests.fakes import FakeMessage
+from tests.support import DEAD_LETTER_HEADERS
 
 TOPIC = "shop.events.dlq"
-
-#: docs/DESIGN.md section 4, the dead-letter record.
-DLQ_HEADERS = {
-    "dlq.stage",
-    "dlq.error.class",
-    "dlq.error.message",
-    "dlq.error.detail",
-    "dlq.http.status",
-    "dlq.original.topic",
-    "dlq.original.partition",
-    "dlq.original.offset",
-    "dlq.original.timestamp",
-    "dlq.consumer.group",
-    "dlq.attempts",
-    "dlq.failed.at",
-    "dlq.record.name",
-    "dlq.registry.version",
-}
 
 
 def Msg(
@@ -143,7 +126,7 @@ def test_headers_carry_every_dlq_field_after_the_original_headers() -> None:
     )
     assert headers[:2] == [("trace-id", b"abc"), ("source", b"web")]
     named = _headers(headers)
-    assert {name for name in named if name.startswith("dlq.")} == DLQ_HEADERS
+    assert {name for name in named if name.startswith("dlq.")} == set(DEAD_LETTER_HEADERS)
     assert named["dlq.stage"] == b"deliver"
     assert named["dlq.error.class"] == b"RejectedItemError"
     assert named["dlq.error.message"] == b"Klaviyo rejected the item: invalid email"
@@ -346,7 +329,7 @@ def _assert_cut(record: dict[str, Any], original: FakeMessage) -> None:
     assert record["key"] == original.key()
     named = _headers(record["headers"])
     assert not [name for name in named if not name.startswith("dlq.")]  # originals left out
-    assert set(named) == DLQ_HEADERS | {"dlq.cut", "dlq.original.size"}
+    assert set(named) == set(DEAD_LETTER_HEADERS) | {"dlq.cut", "dlq.original.size"}
     assert named["dlq.cut"] == b"value,headers"
     assert named["dlq.original.size"] == str(len(original.value() or b"")).encode()
     assert named["dlq.original.topic"] == b"shop.events"
