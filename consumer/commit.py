@@ -178,8 +178,13 @@ class Committer:
         budget: DeadLetterBudget,
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
+        on_latency: Callable[[float], None] | None = None,
     ) -> None:
+        """``on_latency`` gets the seconds from each commit request to its confirmation."""
         self._store = store
+        self._on_latency = on_latency
+        # Start times of asynchronous commits not confirmed yet (librdkafka answers in order).
+        self._requested: deque[float] = deque()
         self._budget = budget
         self._interval_s = interval_s
         self._clock = clock
@@ -261,10 +266,14 @@ class Committer:
             return
         try:
             self._store.store_offsets(offsets=ready)
+            started = self._clock()
             if sync:
                 self._acknowledge(self._store.commit(asynchronous=False))
+                if self._on_latency is not None:
+                    self._on_latency(self._clock() - started)
             else:
                 self._store.commit(asynchronous=True)  # confirmations arrive in on_commit
+                self._requested.append(started)
         except KafkaException as exc:
             if _code(exc) != KafkaError._NO_OFFSET:
                 # Not fatal (a broker restart, a rebalance): the next turn commits again.
@@ -274,6 +283,10 @@ class Committer:
         """librdkafka's commit callback: note what the broker confirmed."""
         if error is not None and error.code() != KafkaError._NO_OFFSET:
             log.warning("commit failed: %s", error.str())
+        if self._requested:
+            started = self._requested.popleft()
+            if self._on_latency is not None and error is None:
+                self._on_latency(self._clock() - started)
         self._acknowledge(partitions)
 
     def committed(self, key: PartitionKey) -> int | None:

@@ -134,6 +134,7 @@ def build_service(
             window=limits.ratio_window,
         ),
         interval_s=kafka.commit_interval_ms / 1000,
+        on_latency=metrics.commit_seconds.observe,
     )
     pipeline = Pipeline(
         decoder=decoder,

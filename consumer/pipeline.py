@@ -35,7 +35,7 @@ from consumer.commit import Committer, MessageTicket, PartitionKey
 from consumer.dead_letter import DeadLetterWriter
 from consumer.decode import Decoder
 from consumer.deliver.scheduler import DeliveryScheduler, Finished
-from consumer.deliver.sender import Backoff
+from consumer.deliver.sender import Backoff, BatchOutcome
 from consumer.errors import MessageError, RejectedItemError, SchemaRegistryUnavailableError
 from consumer.messages import DecodedRecord, KafkaMessage, Operation
 from consumer.metrics import Metrics
@@ -97,8 +97,7 @@ class Pipeline:
         self._dead_letters = dead_letters
         self.committer = committer
         self.metrics = metrics
-        self._translated = metrics.messages.labels("translated")
-        self._dead_lettered = metrics.messages.labels("dead_lettered")
+        self._translated = metrics.messages.labels("translate", "translated")
         # Counted here per message, added to the Prometheus counter once per loop turn: its
         # lock costs more than the count.
         self._translated_since_tick = 0
@@ -106,6 +105,8 @@ class Pipeline:
         self._flush_min_s = dead_letter_flush_min_s
         self._clock = clock
         self._parked: dict[PartitionKey, _Parked] = {}
+        # When the Schema Registry stopped answering (None while it answers).
+        self._registry_down_since: float | None = None
 
     # -- per message ---------------------------------------------------------------------
 
@@ -241,17 +242,7 @@ class Pipeline:
         for done in finished:
             outcome = done.outcome
             if outcome is not None:
-                endpoint = outcome.batch.endpoint.name.lower()
-                metrics = self.metrics
-                metrics.requests.labels(endpoint).inc(outcome.requests)
-                if outcome.retries:
-                    metrics.retries.labels(endpoint).inc(outcome.retries)
-                if outcome.rejected:
-                    metrics.rejected_items.labels(endpoint).inc(len(outcome.rejected))
-                metrics.outputs_delivered.labels(endpoint).inc(len(outcome.delivered))
-                metrics.batch_seconds.labels(endpoint).observe(
-                    time.monotonic() - outcome.batch.opened_at
-                )
+                self._count_batch(outcome)
                 for entry in outcome.delivered:
                     for ticket in entry.all_tickets() if entry.twins else entry.tickets:
                         ticket.output_delivered()
@@ -259,6 +250,38 @@ class Pipeline:
                     for ticket in entry.tickets:
                         self._reject(ticket, error)
             self._batching.finished(done.batch)
+
+    def _count_batch(self, outcome: BatchOutcome) -> None:
+        """The metrics of one finished batch: a few updates per batch, none per item."""
+        batch = outcome.batch
+        endpoint, account = batch.endpoint.name.lower(), batch.account
+        metrics = self.metrics
+        metrics.requests.labels(endpoint, account).inc(outcome.requests)
+        if outcome.retries:
+            metrics.retries.labels(endpoint, account).inc(outcome.retries)
+        if outcome.throttled:
+            metrics.throttled.labels(endpoint, account).inc(outcome.throttled)
+        if outcome.rejected:
+            metrics.rejected_items.labels(endpoint, account).inc(len(outcome.rejected))
+        request_seconds = metrics.request_seconds.labels(endpoint)
+        for seconds in outcome.request_seconds:
+            request_seconds.observe(seconds)
+        delivered = outcome.delivered
+        if not delivered:
+            return
+        metrics.outputs_delivered.labels(endpoint, account).inc(len(delivered))
+        metrics.batch_items.labels(endpoint).observe(len(batch.entries))
+        metrics.batch_seconds.labels(endpoint).observe(time.monotonic() - batch.opened_at)
+        # Kafka timestamps are milliseconds since the epoch; type 0 means there is none.
+        accepted_ms = outcome.accepted_at * 1000.0
+        metrics.end_to_end.observe_many(
+            endpoint,
+            [
+                max(0.0, accepted_ms - stamp[1]) / 1000.0
+                for stamp in (entry.tickets[0].message.timestamp() for entry in delivered)
+                if stamp[0]
+            ],
+        )
 
     def _reject(self, ticket: MessageTicket, error: RejectedItemError) -> None:
         if ticket.released:
@@ -268,7 +291,8 @@ class Pipeline:
             self._dead_letter(ticket, error)
 
     def _dead_letter(self, ticket: MessageTicket, error: MessageError) -> None:
-        self._dead_lettered.inc()
+        self.metrics.messages.labels(error.stage, "dead_lettered").inc()
+        self.metrics.dead_letters.labels(error.stage, type(error).__name__).inc()
         log.warning(
             "dead-lettering %s[%d]@%d at stage %s: %s",
             ticket.progress.topic,
@@ -287,15 +311,18 @@ class Pipeline:
         delay = self._registry_backoff.delay(parked.attempt)
         parked.attempt += 1
         parked.retry_at = self._clock() + delay
-        log.warning(
-            "%s[%d] paused at offset %d: %s; retrying in %.1fs (attempt %d)",
-            key[0],
-            key[1],
-            parked.tickets[0].offset,
-            outage,
-            delay,
-            parked.attempt,
-        )
+        if self._registry_down_since is None:
+            self._registry_down_since = self._clock()
+            log.warning("Schema Registry outage begun: %s; retrying until it answers", outage)
+        if parked.attempt == 1:
+            log.warning(
+                "%s[%d] paused at offset %d: waiting for the Schema Registry",
+                key[0],
+                key[1],
+                parked.tickets[0].offset,
+            )
+        else:
+            log.debug("%s[%d]: %s; retrying in %.1fs", key[0], key[1], outage, delay)
 
     def _retry_parked(self) -> None:
         now = self._clock()
@@ -308,6 +335,13 @@ class Pipeline:
                     self._wait_for_registry(key, parked, outage)
                     break
                 parked.tickets.popleft()
+                self._registry_answered()
             if not parked.tickets:
                 del self._parked[key]
                 log.info("%s[%d] resumed: the Schema Registry answers again", *key)
+
+    def _registry_answered(self) -> None:
+        since = self._registry_down_since
+        if since is not None:
+            self._registry_down_since = None
+            log.info("Schema Registry outage ended after %.1fs", self._clock() - since)

@@ -30,6 +30,7 @@ from consumer.commit import PartitionKey
 from consumer.compose import Service
 from consumer.errors import FATAL_ERRORS, KafkaKlaviyoError
 from consumer.exit_codes import EXIT_FATAL, EXIT_OK
+from consumer.metrics import LagSampler
 from consumer.redact import mask
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class Runner:
         # left to do and must not wait again.
         self._stopping = False
         self._over_cap = False
+        self._lag = LagSampler(
+            self.metrics, self._source.watermarks, self.pipeline.committer.committed
+        )
 
     # -- public --------------------------------------------------------------------------
 
@@ -115,6 +119,7 @@ class Runner:
                 self.pipeline.process(message)
             self.pipeline.tick()
             self._apply_backpressure()
+            self._lag.sample(self.pipeline.committer.assigned())
 
     def _apply_backpressure(self) -> None:
         cap = self._settings.delivery.max_in_flight_messages
@@ -130,7 +135,7 @@ class Runner:
         held = set(assigned) if self._over_cap else self.pipeline.parked_partitions()
         self._source.pause(held)
         self._source.resume(key for key in assigned if key not in held)
-        self.metrics.paused.set(1 if self._source.paused else 0)
+        self.metrics.paused.set(len(self._source.paused))
 
     def _on_consume_error(self, error: KafkaError) -> None:
         if error.fatal():

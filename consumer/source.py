@@ -25,6 +25,7 @@ from confluent_kafka import TopicPartition
 
 from consumer.commit import OffsetStore, PartitionKey
 from consumer.errors import ConfigError
+from consumer.logs import KafkaErrorLog, librdkafka_logger
 from consumer.messages import KafkaMessage
 from consumer.settings import KafkaSettings
 
@@ -71,7 +72,7 @@ def consumer_config(
     }
     if on_commit is not None:
         config["on_commit"] = on_commit
-    return config
+    return {**config, **_logging(kafka)}
 
 
 def producer_config(kafka: KafkaSettings, *, timeout_s: float) -> dict[str, Any]:
@@ -85,7 +86,13 @@ def producer_config(kafka: KafkaSettings, *, timeout_s: float) -> dict[str, Any]
         "message.timeout.ms": int(timeout_s * 1000),
         "message.max.bytes": _PRODUCER_MAX_BYTES,
         **PINNED_PRODUCER,
+        **_logging(kafka),
     }
+
+
+def _logging(kafka: KafkaSettings) -> dict[str, Any]:
+    """librdkafka's messages and errors through the service's logger, never raw on stderr."""
+    return {"logger": librdkafka_logger(), "error_cb": KafkaErrorLog(kafka.bootstrap_servers)}
 
 
 class KafkaConsumer(OffsetStore, Protocol):
@@ -106,6 +113,10 @@ class KafkaConsumer(OffsetStore, Protocol):
     def resume(self, partitions: list[TopicPartition]) -> None: ...
 
     def close(self) -> None: ...
+
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = -1, cached: bool = False
+    ) -> tuple[int, int]: ...
 
 
 class Source:
@@ -129,6 +140,15 @@ class Source:
 
     def poll(self, max_messages: int, timeout_s: float) -> Sequence[KafkaMessage]:
         return self.consumer.consume(max_messages, timeout=timeout_s)
+
+    def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        """librdkafka's last known (low, high) offsets of a partition, without asking the
+        broker ((-1001, -1001) while unknown)."""
+        # Typed as a tuple; librdkafka's binding may still answer None (unknown partition).
+        found: tuple[int, int] | None = self.consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), cached=True
+        )
+        return found if found is not None else (-1001, -1001)
 
     @property
     def paused(self) -> frozenset[PartitionKey]:

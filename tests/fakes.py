@@ -219,6 +219,12 @@ class FakeConsumer:
             return None
         return done
 
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = -1, cached: bool = False
+    ) -> tuple[int, int]:
+        with self.broker.lock:
+            return (0, len(self.broker.topics[partition.topic][partition.partition]))
+
     def close(self) -> None:
         if self._position and self._callbacks.get("revoke"):
             self._call("revoke", list(self._position))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -64,6 +65,10 @@ class BatchOutcome:
     requests: int = 0
     retries: int = 0
     throttled: int = 0
+    # Seconds each request took (any answer), and the wall-clock time of the last 2xx: the
+    # pipeline turns them into metrics on the poll-loop thread.
+    request_seconds: list[float] = field(default_factory=list)
+    accepted_at: float = 0.0
 
 
 class Backoff:
@@ -111,6 +116,7 @@ class Sender:
         self._retry_after = retry_after or RetryAfterBounds()
         self._limiters: dict[tuple[str, Endpoint], RateLimiter] = {}
         self._limiters_lock = threading.Lock()
+        self._outages = Outages()
 
     def limiter(self, account: str, endpoint: Endpoint) -> RateLimiter:
         """The shared limiter of one account's endpoint."""
@@ -241,12 +247,20 @@ class Sender:
             except LimiterStopped:
                 raise DeliveryAborted from None
             outcome.requests += 1
+            started = time.perf_counter()
             try:
                 limiter.observe(client.post(batch.endpoint, body))
+                outcome.request_seconds.append(time.perf_counter() - started)
+                outcome.accepted_at = time.time()
+                self._outages.recovered(batch.account, batch.endpoint)
                 return entries, layout, None
             except (BadRequestError, PayloadTooLargeError) as refusal:
+                outcome.request_seconds.append(time.perf_counter() - started)
+                self._outages.recovered(batch.account, batch.endpoint)
                 return entries, layout, refusal
             except TransientDeliveryError as exc:
+                outcome.request_seconds.append(time.perf_counter() - started)
+                self._outages.failed(batch.account, batch.endpoint, exc)
                 outcome.retries += 1
                 if exc.http_status == 429:
                     outcome.throttled += 1
@@ -267,7 +281,9 @@ class Sender:
                 else:
                     delay = self._backoff.delay(attempt)
                     attempt += 1
-                    log.warning("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt)
+                    # One line when the outage begins and one when it ends (Outages): each
+                    # retry only at DEBUG.
+                    log.debug("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt)
                     if wait_any((cancelled, self._stop), delay):
                         raise DeliveryAborted from exc
             # Work of partitions revoked or lost meanwhile is not sent again.
@@ -277,6 +293,59 @@ class Sender:
             if len(live) != len(entries):
                 entries = live
                 body, layout = fmt.assemble(entries, batch.group)
+
+
+class Outages:
+    """One log line when an account's endpoint starts failing (408, 5xx, timeouts: an outage,
+    a warning; 429: throttling, expected under load, info), one when it answers again; shared
+    by every delivery thread."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        # (account, endpoint) -> (what it is, since, failed requests)
+        self._failing: dict[tuple[str, Endpoint], tuple[str, float, int]] = {}
+
+    def failed(self, account: str, endpoint: Endpoint, exc: TransientDeliveryError) -> None:
+        key = (account, endpoint)
+        kind = "throttling" if exc.http_status == 429 else "outage"
+        with self._lock:
+            state = self._failing.get(key)
+            if state is None:
+                self._failing[key] = (kind, self._clock(), 1)
+            else:
+                self._failing[key] = (state[0], state[1], state[2] + 1)
+        if state is None:
+            log.log(
+                logging.INFO if kind == "throttling" else logging.WARNING,
+                "Klaviyo %s begun for account %s, %s: %s; retrying until it answers",
+                kind,
+                account,
+                endpoint.name.lower(),
+                mask(str(exc)),
+            )
+
+    def recovered(self, account: str, endpoint: Endpoint) -> None:
+        if not self._failing:
+            return  # the usual case: no lock
+        with self._lock:
+            state = self._failing.pop((account, endpoint), None)
+        if state is not None:
+            kind, since, failures = state
+            log.info(
+                "Klaviyo %s ended for account %s, %s: answering again after %.1fs "
+                "and %d failed requests",
+                kind,
+                account,
+                endpoint.name.lower(),
+                self._clock() - since,
+                failures,
+            )
+
+    def failing(self) -> set[tuple[str, Endpoint]]:
+        """The (account, endpoint) pairs failing now."""
+        with self._lock:
+            return set(self._failing)
 
 
 def _live(batch: Batch, entries: list[BatchEntry]) -> list[BatchEntry]:

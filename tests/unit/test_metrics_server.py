@@ -39,21 +39,24 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_metrics_serves_prometheus_text_with_the_counters(served) -> None:
     metrics, server, client = served
     assert server.port > 0
-    metrics.messages.labels("translated").inc(3)
-    metrics.messages.labels("dead_lettered").inc()
-    metrics.outputs_delivered.labels("events").inc(5)
+    metrics.messages.labels("translate", "translated").inc(3)
+    metrics.messages.labels("decode", "dead_lettered").inc()
+    metrics.outputs_delivered.labels("events", "acme").inc(5)
     metrics.in_flight.set(7)
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     samples = _samples(response.text)
-    assert samples[("kafka_klaviyo_messages_total", (("outcome", "translated"),))] == 3
-    assert samples[("kafka_klaviyo_messages_total", (("outcome", "dead_lettered"),))] == 1
-    assert samples[("kafka_klaviyo_outputs_delivered_total", (("endpoint", "events"),))] == 5
+    translated = (("outcome", "translated"), ("stage", "translate"))
+    assert samples[("kafka_klaviyo_messages_total", translated)] == 3
+    dead = (("outcome", "dead_lettered"), ("stage", "decode"))
+    assert samples[("kafka_klaviyo_messages_total", dead)] == 1
+    delivered = (("account", "acme"), ("endpoint", "events"))
+    assert samples[("kafka_klaviyo_outputs_delivered_total", delivered)] == 5
     assert samples[("kafka_klaviyo_in_flight_messages", ())] == 7
-    metrics.messages.labels("translated").inc(2)
+    metrics.messages.labels("translate", "translated").inc(2)
     later = _samples(client.get("/metrics").text)
-    assert later[("kafka_klaviyo_messages_total", (("outcome", "translated"),))] == 5
+    assert later[("kafka_klaviyo_messages_total", translated)] == 5
 
 
 def test_healthz_is_ok_while_the_poll_loop_turns_and_503_once_fatal(served) -> None:
