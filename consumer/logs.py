@@ -94,9 +94,7 @@ class RepeatFilter(logging.Filter):
                 self._seen[key] = (shown[0], shown[1] + 1)
                 return False
             if len(self._seen) > 1000:  # forget shapes not seen for a window
-                self._seen = {
-                    k: v for k, v in self._seen.items() if now - v[0] < self._window_s
-                }
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self._window_s}
             self._seen[key] = (now, 0)
         held = shown[1] if shown is not None else 0
         if held:
@@ -118,9 +116,7 @@ def librdkafka_logger() -> logging.Logger:
 
 
 # librdkafka's error codes for "no broker answers": refused, unresolvable, timed out.
-_UNREACHABLE = frozenset(
-    {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE}
-)
+_UNREACHABLE = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE})
 
 
 class KafkaErrorLog:

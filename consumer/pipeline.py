@@ -266,11 +266,11 @@ class Pipeline:
         request_seconds = metrics.request_seconds.labels(endpoint)
         for seconds in outcome.request_seconds:
             request_seconds.observe(seconds)
+        metrics.batch_items.labels(endpoint).observe(len(batch.entries))
         delivered = outcome.delivered
         if not delivered:
             return
         metrics.outputs_delivered.labels(endpoint, account).inc(len(delivered))
-        metrics.batch_items.labels(endpoint).observe(len(batch.entries))
         metrics.batch_seconds.labels(endpoint).observe(time.monotonic() - batch.opened_at)
         # Kafka timestamps are milliseconds since the epoch; type 0 means there is none.
         accepted_ms = outcome.accepted_at * 1000.0
