@@ -4,7 +4,8 @@ The run: two accounts; orders (events) for both, customers (profiles) and a subs
 one; a message that is not Avro (dead-lettered at decode), a customer Klaviyo refuses
 (dead-lettered at deliver), one 429 on the subscription endpoint and one 503 on the second
 account's events (the emulator's fault API). Every count is known beforehand or read from
-the requests the emulator answered.
+the requests the emulator answered. And a Schema Registry outage: one line when it begins, one
+when it ends, one per partition paused and resumed, however often the decoding is retried.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.endpoints import Endpoint
 from consumer.exit_codes import EXIT_OK
 from consumer.logs import JsonFormatter
 from consumer.runner import Runner
+from kafka_klaviyo_dev.encode import encode_confluent, register_schemas
 from tests.component import records
 from tests.component.conftest import TOPIC, Stack, settings, wait_until
 
@@ -221,3 +225,60 @@ def test_metrics_and_logs_of_a_known_run(
     formatted = "\n".join(JsonFormatter().format(record) for record in caplog.records)
     for secret in ("pk_component", REFUSED, "ada@shop.example", "sub@shop.example"):
         assert secret not in formatted
+
+
+class _FlakyRegistry:
+    """Confluent's in-memory Schema Registry, refusing with 503 while ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.inner = SchemaRegistryClient.new_client({"url": "mock://observability"})
+        self.down = threading.Event()
+        self.asked = 0
+
+    def get_schema(self, schema_id: int, *args: Any, **kwargs: Any) -> Any:
+        self.asked += 1
+        if self.down.is_set():
+            raise SchemaRegistryError(503, 50301, "registry unavailable")
+        return self.inner.get_schema(schema_id, *args, **kwargs)
+
+    def get_version(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.get_version(*args, **kwargs)
+
+
+def test_a_schema_registry_outage_is_one_line_when_it_begins_and_one_when_it_ends(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = _FlakyRegistry()
+    ids = register_schemas(registry.inner, records.CATALOG, names=["shop.events.OrderPlaced"])
+    schema = records.CATALOG.parsed("shop.events.OrderPlaced")
+    registry.down.set()
+    for partition in (0, 1):
+        for order, _ in records.orders(2, prefix=f"p{partition}"):
+            stack.produce(
+                encode_confluent(ids["shop.events.OrderPlaced"], schema, order),
+                partition=partition,
+            )
+    runner = Runner(stack.service(registry=registry))  # type: ignore[arg-type]
+    thread = threading.Thread(target=runner.run, daemon=True)
+    with caplog.at_level(logging.INFO):
+        thread.start()
+        try:
+            wait_until(lambda: registry.asked >= 6, what="several retries with backoff")
+            paused = _value(
+                _samples(generate_latest(runner.metrics.registry).decode()),
+                "kafka_klaviyo_paused_partitions",
+            )
+            assert paused == 2
+            registry.down.clear()
+            wait_until(lambda: [stack.committed(p) for p in (0, 1)] == [2, 2], what="delivered")
+        finally:
+            runner.request_stop()
+            thread.join(30)
+    lines = [record.getMessage() for record in caplog.records]
+    begun = [line for line in lines if line.startswith("Schema Registry outage begun")]
+    ended = [line for line in lines if line.startswith("Schema Registry outage ended after")]
+    assert len(begun) == 1 and len(ended) == 1, lines
+    for partition in (0, 1):
+        waiting = f"{TOPIC}[{partition}] paused at offset 0: waiting for the Schema Registry"
+        assert lines.count(waiting) == 1, lines
+        assert lines.count(f"{TOPIC}[{partition}] resumed: the Schema Registry answers again") == 1
