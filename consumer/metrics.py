@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -182,6 +182,29 @@ class BulkHistogram(Collector):
         for value in values:
             local[bisect_left(bounds, value)] += 1
             total += value
+        self._add(label, local, total)
+
+    def observe_ages(self, label: str, now_ms: float, stamps_ms: list[int]) -> None:
+        """Observe ``(now_ms - stamp) / 1000`` seconds for every stamp of ``stamps_ms``
+        (ascending; stamps <= 0 mean none and are left out; ages below 0 count as 0).
+
+        One bisection per bucket, not per value: a batch of a thousand items costs about as
+        much as one of ten."""
+        first = bisect_right(stamps_ms, 0)
+        size = len(stamps_ms) - first
+        if size <= 0:
+            return
+        # Ages <= bound  <=>  stamps >= now - bound.
+        cumulative = [
+            len(stamps_ms) - max(first, bisect_left(stamps_ms, now_ms - bound * 1000.0))
+            for bound in self._bounds
+        ]
+        local = [b - a for a, b in zip([0, *cumulative], [*cumulative, size], strict=True)]
+        past = bisect_right(stamps_ms, now_ms)  # stamps after now count as age 0
+        total = max(0.0, ((past - first) * now_ms - sum(stamps_ms[first:past])) / 1000.0)
+        self._add(label, local, total)
+
+    def _add(self, label: str, local: list[int], total: float) -> None:
         with self._lock:
             series = self._series.get(label)
             if series is None:

@@ -272,16 +272,10 @@ class Pipeline:
             return
         metrics.outputs_delivered.labels(endpoint, account).inc(len(delivered))
         metrics.batch_seconds.labels(endpoint).observe(time.monotonic() - batch.opened_at)
-        # Kafka timestamps are milliseconds since the epoch; type 0 means there is none.
-        accepted_ms = outcome.accepted_at * 1000.0
-        metrics.end_to_end.observe_many(
-            endpoint,
-            [
-                max(0.0, accepted_ms - stamp[1]) / 1000.0
-                for stamp in (entry.tickets[0].message.timestamp() for entry in delivered)
-                if stamp[0]
-            ],
-        )
+        # Kafka timestamps: milliseconds since the epoch (-1 when there is none).
+        stamps = [entry.tickets[0].message.timestamp()[1] for entry in delivered]
+        stamps.sort()
+        metrics.end_to_end.observe_ages(endpoint, outcome.accepted_at * 1000.0, stamps)
 
     def _reject(self, ticket: MessageTicket, error: RejectedItemError) -> None:
         if ticket.released:

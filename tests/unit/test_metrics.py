@@ -164,3 +164,25 @@ def test_committer_reports_the_latency_of_sync_and_async_commits() -> None:
     consumer.consume(0, 0)  # serves the commit callback
     assert latencies == [0.25, 2.25]
     assert committer.committed(("t", 0)) == 2
+
+
+def test_ages_are_bucketed_from_sorted_stamps_like_single_observations() -> None:
+    by_ages, by_values = Metrics(), Metrics()
+    now_ms = 1_000_000.0
+    stamps = sorted([-1, 0, 999_950, 999_900, 999_000, 995_000, 400_000, 1_000_500, 999_900])
+    by_ages.end_to_end.observe_ages("events", now_ms, stamps)
+    ages = [max(0.0, (now_ms - s) / 1000.0) for s in stamps if s > 0]
+    by_values.end_to_end.observe_many("events", ages)
+    name = "kafka_klaviyo_end_to_end_delay_seconds"
+
+    def delays(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {key: value for key, value in _samples(metrics).items() if name in key[0]}
+
+    assert delays(by_ages) == delays(by_values)
+    samples = _samples(by_ages)
+    assert samples[(f"{name}_count", (("endpoint", "events"),))] == 7  # -1 and 0: no stamp
+    assert samples[(f"{name}_bucket", (("endpoint", "events"), ("le", "0.1")))] == 4
+    assert samples[(f"{name}_bucket", (("endpoint", "events"), ("le", "1.0")))] == 5
+    assert samples[(f"{name}_sum", (("endpoint", "events"),))] == sum(ages)
+    by_ages.end_to_end.observe_ages("profiles", now_ms, [-1])
+    assert (f"{name}_count", (("endpoint", "profiles"),)) not in _samples(by_ages)
