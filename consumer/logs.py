@@ -104,6 +104,16 @@ class RepeatFilter(logging.Filter):
 
 
 _DIGITS = re.compile(r"\d+")
+
+
+def _at_most_warning(record: logging.LogRecord) -> bool:
+    """librdkafka logs a broker it cannot reach at error level and retries by itself; what
+    does stop the service is raised where it is used and logged once, at error level."""
+    if record.levelno > logging.WARNING:
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
 _repeat_filter = RepeatFilter()
 
 
@@ -111,6 +121,7 @@ def librdkafka_logger() -> logging.Logger:
     """The logger for librdkafka's messages (the ``logger`` key of a client's settings)."""
     logger = logging.getLogger(LIBRDKAFKA_LOGGER)
     if _repeat_filter not in logger.filters:
+        logger.addFilter(_at_most_warning)
         logger.addFilter(_repeat_filter)
     return logger
 
@@ -119,12 +130,16 @@ def librdkafka_logger() -> logging.Logger:
 _UNREACHABLE = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE})
 
 
+_kafka_log = logging.getLogger("consumer.kafka")
+
+
 class KafkaErrorLog:
     """librdkafka's error callback (``error_cb``) for one client.
 
     Brokers that cannot be reached become one line naming the bootstrap servers, repeated at
     most every ``window_s`` while it lasts, shared by every client of those servers (the
-    consumer and the dead-letter producer); other errors go to the librdkafka logger.
+    consumer and the dead-letter producer), a warning: librdkafka keeps trying. A fatal error
+    is an error line; any other goes to the librdkafka logger.
     """
 
     _reported: ClassVar[dict[str, float]] = {}
@@ -150,16 +165,17 @@ class KafkaErrorLog:
                 if last is not None and now - last < self._window_s:
                     return
                 self._reported[self._servers] = now
-            logging.getLogger("consumer.kafka").error(
+            _kafka_log.warning(
                 # The reason after a ";": a port next to an address in parentheses reads as
                 # a phone number to the masking.
                 "cannot reach Kafka bootstrap servers %s; retrying (%s)",
                 self._servers,
                 error.str(),
             )
-            return
-        level = logging.ERROR if error.fatal() else logging.WARNING
-        self._log.log(level, "%s: %s", error.name(), error.str())
+        elif error.fatal():
+            _kafka_log.error("Kafka client failed: %s: %s", error.name(), error.str())
+        else:
+            self._log.warning("%s: %s", error.name(), error.str())
 
     @classmethod
     def forget(cls) -> None:

@@ -82,9 +82,9 @@ def test_orders_reach_klaviyo_and_offsets_are_committed(stack) -> None:
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert httpx.get(f"{base}/readyz").status_code == 200
         metrics = httpx.get(f"{base}/metrics").text
-        delivered = 'kafka_klaviyo_outputs_delivered_total{endpoint="events",account="default"}'
+        delivered = 'kafka_klaviyo_outputs_delivered_total{account="default",endpoint="events"}'
         assert f"{delivered} {expected}.0" in metrics
-        translated = 'kafka_klaviyo_messages_total{stage="translate",outcome="translated"}'
+        translated = 'kafka_klaviyo_messages_total{outcome="translated",stage="translate"}'
         assert f"{translated} {len(orders)}.0" in metrics
         assert consumer.stop() == 0, consumer.output()
 

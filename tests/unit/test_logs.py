@@ -151,7 +151,24 @@ def test_unreachable_brokers_are_one_line_naming_the_bootstrap_servers(caplog) -
     )
     assert lines[2] == "_MSG_TIMED_OUT: Local: Message timed out"
     assert caplog.records[2].name == LIBRDKAFKA_LOGGER
+    assert {r.levelno for r in caplog.records} == {logging.WARNING}
+    fatal = KafkaError(KafkaError._FENCED, "producer fenced", fatal=True)
+    with caplog.at_level(logging.INFO):
+        consumer(fatal)
+    assert caplog.records[-1].levelno == logging.ERROR
+    assert caplog.records[-1].getMessage() == "Kafka client failed: _FENCED: producer fenced"
     KafkaErrorLog.forget()
+
+
+def test_librdkafka_errors_are_logged_as_warnings(caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        librdkafka_logger().error("%s [%s] %s", "FAIL", "rdkafka#consumer-1", "refused")
+        librdkafka_logger().info("%s [%s] %s", "CONFWARN", "rdkafka#consumer-1", "odd")
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert levels == [
+        ("WARNING", "FAIL [rdkafka#consumer-1] refused"),
+        ("INFO", "CONFWARN [rdkafka#consumer-1] odd"),
+    ]
 
 
 def test_an_outage_is_one_line_when_it_begins_and_one_when_it_ends(caplog) -> None:
