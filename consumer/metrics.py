@@ -188,21 +188,38 @@ class BulkHistogram(Collector):
         """Observe ``(now_ms - stamp) / 1000`` seconds for every stamp of ``stamps_ms``
         (ascending; stamps <= 0 mean none and are left out; ages below 0 count as 0).
 
-        One bisection per bucket, not per value: a batch of a thousand items costs about as
-        much as one of ten."""
-        first = bisect_right(stamps_ms, 0)
+        Per batch, not per value: usually a batch's items all fall in one bucket (found from
+        the oldest and the newest), else one bisection per bucket bound."""
+        first = bisect_right(stamps_ms, 0) if stamps_ms and stamps_ms[0] <= 0 else 0
         size = len(stamps_ms) - first
         if size <= 0:
             return
-        # Ages <= bound  <=>  stamps >= now - bound.
-        cumulative = [
-            len(stamps_ms) - max(first, bisect_left(stamps_ms, now_ms - bound * 1000.0))
-            for bound in self._bounds
-        ]
-        local = [b - a for a, b in zip([0, *cumulative], [*cumulative, size], strict=True)]
-        past = bisect_right(stamps_ms, now_ms)  # stamps after now count as age 0
-        total = max(0.0, ((past - first) * now_ms - sum(stamps_ms[first:past])) / 1000.0)
+        newest = stamps_ms[-1]
+        if newest <= now_ms:
+            total = (size * now_ms - sum(stamps_ms[first:] if first else stamps_ms)) / 1000.0
+        else:  # stamps after now (another clock) count as age 0
+            past = bisect_right(stamps_ms, now_ms)
+            total = ((past - first) * now_ms - sum(stamps_ms[first:past])) / 1000.0
+        bounds = self._bounds
+        oldest_bucket = bisect_left(bounds, (now_ms - stamps_ms[first]) / 1000.0)
+        if oldest_bucket == bisect_left(bounds, (now_ms - newest) / 1000.0):
+            self._add_to_bucket(label, oldest_bucket, size, total)
+            return
+        local, below, count = [], 0, len(stamps_ms)
+        for bound in bounds:  # ages <= bound  <=>  stamps >= now - bound
+            within = count - max(first, bisect_left(stamps_ms, now_ms - bound * 1000.0))
+            local.append(within - below)
+            below = within
+        local.append(size - below)
         self._add(label, local, total)
+
+    def _add_to_bucket(self, label: str, index: int, count: int, total: float) -> None:
+        with self._lock:
+            series = self._series.get(label)
+            if series is None:
+                series = self._series[label] = ([0] * (len(self._bounds) + 1), [0.0])
+            series[0][index] += count
+            series[1][0] += total
 
     def _add(self, label: str, local: list[int], total: float) -> None:
         with self._lock:
