@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, overload
 
@@ -178,8 +178,11 @@ class Committer:
         budget: DeadLetterBudget,
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
+        metadata: Mapping[PartitionKey, str] | None = None,
     ) -> None:
         self._store = store
+        # Committed with each partition's offset (a replay keeps its end bound there).
+        self._metadata = dict(metadata or {})
         self._budget = budget
         self._interval_s = interval_s
         self._clock = clock
@@ -254,8 +257,13 @@ class Committer:
                 continue
             progress.advance(self._budget)
             if progress.committable is not None and progress.committable != progress.committed:
+                metadata = self._metadata.get(key)
                 ready.append(
                     TopicPartition(progress.topic, progress.partition, progress.committable)
+                    if metadata is None
+                    else TopicPartition(
+                        progress.topic, progress.partition, progress.committable, metadata
+                    )
                 )
         if not ready:
             return
@@ -275,6 +283,11 @@ class Committer:
         if error is not None and error.code() != KafkaError._NO_OFFSET:
             log.warning("commit failed: %s", error.str())
         self._acknowledge(partitions)
+
+    def committable(self, key: PartitionKey) -> int | None:
+        """The offset up to which an assigned partition's messages are finished."""
+        progress = self._partitions.get(key)
+        return progress.committable if progress is not None else None
 
     def committed(self, key: PartitionKey) -> int | None:
         """The offset the broker confirmed for an assigned partition."""

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
-from consumer.commit import OffsetStore, PartitionKey
+from consumer.commit import Committer, OffsetStore, PartitionKey
 from consumer.errors import ConfigError
 from consumer.messages import KafkaMessage
 from consumer.settings import KafkaSettings
@@ -129,6 +129,11 @@ class Source:
 
     def poll(self, max_messages: int, timeout_s: float) -> Sequence[KafkaMessage]:
         return self.consumer.consume(max_messages, timeout=timeout_s)
+
+    def finished(self, committer: Committer) -> bool:
+        """Whether everything to read is read and committed: never, for a group member
+        (a bounded source, :class:`consumer.replay.RangeSource`, says otherwise)."""
+        return False
 
     @property
     def paused(self) -> frozenset[PartitionKey]:
