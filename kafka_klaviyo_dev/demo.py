@@ -237,6 +237,9 @@ def _consume(
         },
         klaviyo={"base_url": stack.base_url, "api_key": stack.api_key},  # type: ignore[arg-type]
         batch={"linger_ms": 100},  # type: ignore[arg-type]
+        # The stop comes once everything arrived, or after a timeout, when what is still
+        # being retried is not worth waiting half a minute for.
+        delivery={"shutdown_grace_s": 5},  # type: ignore[arg-type]
     )
     runner = Runner(build_service(settings))
     exit_code: list[int] = []
