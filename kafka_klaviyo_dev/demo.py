@@ -191,7 +191,7 @@ def play(stack: DemoStack, *, orders: int, timeout_s: float) -> int:
     _say(
         f"  produced the guide's journey ({len(journey)} records), generated traffic "
         f"({len(traffic)}: {kinds['OrderPlaced']} orders and "
-        f"{len(kinds) - 1} other record types) and one poison message"
+        f"{len(set(kinds) - {'OrderPlaced'})} other record types) and one poison message"
     )
     _say(
         f"  expecting {sum(expected.endpoints.values())} Klaviyo items: "
