@@ -182,11 +182,14 @@ def replay(
     start = _bound(from_offset, from_time, "from")
     end = _bound(to_offset, to_time, "to")
     from consumer.replay_command import run_replay
+    from consumer.settings import load_settings
 
     code = EXIT_FATAL
     try:
+        settings = load_settings(config_file)
+        configure_logging(settings.observability.log_level)
         code = run_replay(
-            config_file,
+            settings,
             topics=topics,
             only=only,
             start=start,

@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, cast
 
 from confluent_kafka import Consumer
@@ -23,7 +22,6 @@ from consumer.bodies import History
 from consumer.compose import build_service, build_translation
 from consumer.errors import ConfigError
 from consumer.exit_codes import EXIT_OK
-from consumer.logs import configure_logging
 from consumer.positions import Bound
 from consumer.replay import (
     HistoryTranslator,
@@ -36,7 +34,7 @@ from consumer.replay import (
     replay_group_id,
 )
 from consumer.runner import Runner
-from consumer.settings import Settings, load_settings
+from consumer.settings import Settings
 from consumer.source import consumer_config
 
 log = logging.getLogger(__name__)
@@ -53,7 +51,7 @@ def replay_settings(settings: Settings, *, rate_share: float) -> Settings:
 
 
 def run_replay(
-    config_file: Path | None,
+    settings: Settings,
     *,
     topics: Sequence[str],
     only: Iterable[int] | None,
@@ -64,9 +62,9 @@ def run_replay(
     backfill: bool,
     rate_share: float,
 ) -> int:
-    """Plan and run one replay; returns the exit code (ConfigError for bad input)."""
-    settings = replay_settings(load_settings(config_file), rate_share=rate_share)
-    configure_logging(settings.observability.log_level)
+    """Plan and run one replay with the live ``settings``; returns the exit code
+    (ConfigError for bad input). The plan goes to stderr, the summary to stdout."""
+    settings = replay_settings(settings, rate_share=rate_share)
     kafka = settings.kafka
     topics = list(topics) or list(kafka.topics)
     numbers = sorted(set(only)) if only is not None else None

@@ -29,7 +29,9 @@ from typing import Any
 import orjson
 
 from consumer.compose import build_service
+from consumer.positions import Bound
 from consumer.redact import mask
+from consumer.replay_command import run_replay
 from consumer.runner import Runner
 from consumer.settings import Settings
 from kafka_klaviyo_dev.emulator.client import AcceptedEvent, EmulatorClient
@@ -208,9 +210,12 @@ def play(stack: DemoStack, *, orders: int, timeout_s: float) -> int:
     poison = [r for r in dead_letters if r.key == POISON_KEY]
     if poison:
         _show_dead_letter(stack, poison[0].partition, poison[0].offset)
-    _replay_recent(stack, produced_at)
+    with EmulatorClient(stack.base_url) as client:
+        replayed = _replay_recent(stack, client, produced_at)
     _print_notes()
     problems = outcome.problems or _verify(expected, accepted, events, dead_letters)
+    if replayed != 0:
+        problems.append(f"the replay exited with {replayed}")
     for problem in problems:
         print(f"kafka-klaviyo demo: {mask(problem)}", file=sys.stderr)
     return 1 if problems else 0
@@ -225,10 +230,9 @@ class _Outcome:
     problems: list[str]
 
 
-def _consume(
-    stack: DemoStack, client: EmulatorClient, expected: Expected, timeout_s: float
-) -> _Outcome:
-    settings = Settings(
+def _settings(stack: DemoStack) -> Settings:
+    """The live consumer's settings on the demo's stack (the replay starts from them too)."""
+    return Settings(
         kafka={  # type: ignore[arg-type]
             "bootstrap_servers": stack.bootstrap_servers,
             "group_id": stack.group_id,
@@ -241,6 +245,12 @@ def _consume(
         # being retried is not worth waiting half a minute for.
         delivery={"shutdown_grace_s": 5},  # type: ignore[arg-type]
     )
+
+
+def _consume(
+    stack: DemoStack, client: EmulatorClient, expected: Expected, timeout_s: float
+) -> _Outcome:
+    settings = _settings(stack)
     runner = Runner(build_service(settings))
     exit_code: list[int] = []
     thread = threading.Thread(target=lambda: exit_code.append(runner.run()), name="consumer")
@@ -456,14 +466,35 @@ def _header_text(name: str, raw: bytes) -> str:
     return mask(text)
 
 
-# When merging: this body becomes a call of the real `kafka-klaviyo replay --from-time ...`
-# (another branch), which re-sends the range with backfill: true under its own group id.
-def _replay_recent(stack: DemoStack, since: datetime) -> None:
-    """Replay ``stack.topic`` from ``since`` (the last minutes) with ``backfill: true``."""
+def _replay_recent(stack: DemoStack, client: EmulatorClient, since: datetime) -> int:
+    """Replay ``stack.topic`` from ``since`` (the last minutes) with ``backfill: true``, as
+    ``kafka-klaviyo replay --from-time`` does; returns its exit code."""
     minutes = max(1, math.ceil((datetime.now(UTC) - since).total_seconds() / 60))
     _say()
-    _say(f"Replay of the last {minutes} minute(s) of {stack.topic} with backfill: true:")
-    _say("  replay: not available yet")
+    _say(
+        f"Replay of the last {minutes} minute(s) of {stack.topic} with backfill: true "
+        f"(kafka-klaviyo replay --from-time {since.isoformat(timespec='seconds')}):"
+    )
+    before = client.stats()
+    sys.stdout.flush()
+    code = run_replay(
+        _settings(stack),
+        topics=(),
+        only=None,
+        start=Bound(time_ms=int(since.timestamp() * 1000)),
+        end=None,
+        group_id=None,
+        dry_run=False,
+        backfill=True,
+        rate_share=1.0,
+    )
+    after = client.stats()
+    again = after.total_duplicates_dropped - before.total_duplicates_dropped
+    _say(
+        f"  Klaviyo dropped {again} replayed events as duplicates of events it already holds "
+        "(same profile, metric and unique_id): a backfill never counts an order twice."
+    )
+    return code
 
 
 def _print_notes() -> None:
