@@ -8,6 +8,8 @@ output is checked for the API key, e-mail addresses and phone numbers.
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 import sys
 import time
@@ -67,11 +69,36 @@ class Cluster:
             text=True,
             timeout=120,
         )
-        output = done.stdout + done.stderr
-        assert API_KEY not in output and "pk_" not in output
-        # Nothing in it looks like an e-mail address, a phone number or a key to the masker.
-        assert mask(output) == output, output
-        return done
+        return _clean(done)
+
+    def reset_at_terminal(self, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """The same with a terminal as stdin, on which ``answer`` is typed."""
+        typing, terminal = pty.openpty()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "consumer", "group", "reset", *args],
+                env=self.env(),
+                cwd=REPO,
+                stdin=terminal,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            # The terminal keeps the line until the prompt reads it.
+            os.write(typing, f"{answer}\n".encode())
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            os.close(terminal)
+            os.close(typing)
+        return _clean(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+
+
+def _clean(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    output = done.stdout + done.stderr
+    assert API_KEY not in output and "pk_" not in output
+    # Nothing in it looks like an e-mail address, a phone number or a key to the masker.
+    assert mask(output) == output, output
+    return done
 
 
 def _produce_with_timestamps(bootstrap: str, topic: str, base_ms: int) -> None:
@@ -267,3 +294,16 @@ def test_unknown_topics_partitions_and_brokers_are_one_line_each(cluster: Cluste
     )
     assert unreachable.stderr.count("\n") == 1
     assert cluster.committed() == {0: 7, 1: 8}
+
+
+def test_at_a_terminal_the_plan_is_applied_only_when_confirmed(cluster: Cluster) -> None:
+    declined = cluster.reset_at_terminal("n", "--to-offset", "2")
+    assert declined.returncode == 0, declined.stderr
+    assert f"Move the committed offsets of group {cluster.group}? [y/N]" in declined.stdout
+    assert declined.stdout.endswith("Not confirmed: nothing changed.\n")
+    assert cluster.committed() == {0: 7, 1: 8}
+
+    confirmed = cluster.reset_at_terminal("y", "--to-offset", "2")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert f"Committed offsets of group {cluster.group} now:" in confirmed.stdout
+    assert cluster.committed() == {0: 2, 1: 2}
