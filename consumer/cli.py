@@ -230,6 +230,15 @@ def _register_rules() -> None:
 _register_rules()
 
 
+def _register_group() -> None:
+    from consumer.groups_cli import group_cli
+
+    cli.add_command(group_cli, "group")
+
+
+_register_group()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="kafka-klaviyo")

@@ -29,11 +29,11 @@ class TopicMetadata(Protocol):
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
 
     def get_watermark_offsets(
-        self, partition: TopicPartition, timeout: float | None = None, cached: bool = False
+        self, partition: TopicPartition, timeout: float = -1, cached: bool = False
     ) -> tuple[int, int] | None: ...
 
     def offsets_for_times(
-        self, partitions: list[TopicPartition], timeout: float | None = None
+        self, partitions: list[TopicPartition], timeout: float = -1
     ) -> list[TopicPartition]: ...
 
 

@@ -1,7 +1,8 @@
 """The source step: the librdkafka settings of every client, and the consumer seen by the loop.
 
-:func:`consumer_config` and :func:`producer_config` are the one place librdkafka settings are
-built (the service's consumer and dead-letter producer, and the tools that read a topic).
+:func:`consumer_config`, :func:`producer_config` and :func:`admin_config` are the one place
+librdkafka settings are built (the service's consumer and dead-letter producer, the tools that
+read a topic, and the admin client of ``group reset``).
 ``kafka.properties`` pass through under librdkafka's own names, except the keys correctness
 depends on, which are pinned here and refused in ``kafka.properties`` with one line naming the
 key: offsets are stored and committed by the service only after delivery
@@ -85,6 +86,29 @@ def producer_config(kafka: KafkaSettings, *, timeout_s: float) -> dict[str, Any]
         "message.timeout.ms": int(timeout_s * 1000),
         "message.max.bytes": _PRODUCER_MAX_BYTES,
         **PINNED_PRODUCER,
+    }
+
+
+#: ``kafka.properties`` keys an admin client shares with the consumer: how to reach and
+#: authenticate to the cluster. The consumer's tuning keys would only earn warnings there.
+_CONNECTION_KEYS = (
+    "security.protocol",
+    "sasl.",
+    "ssl.",
+    "enable.ssl.",
+    "client.id",
+    "client.dns.lookup",
+    "socket.",
+    "broker.address.",
+)
+
+
+def admin_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """librdkafka settings of an admin client: the bootstrap servers and the connection and
+    security keys of ``kafka.properties``."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        **{k: v for k, v in kafka.properties.items() if k.startswith(_CONNECTION_KEYS)},
     }
 
 
