@@ -109,7 +109,7 @@ class Stats:
             bar = "█" * round(_BAR_WIDTH * count / peak) if count else ""
             if count and not bar:
                 bar = "▏"  # a count too small for a whole block is still visible
-            lines.append(f"  {hour:%Y-%m-%d %H}h  {count:>{width}}  {bar}")
+            lines.append(f"  {hour:%Y-%m-%d %H}h  {count:>{width}}  {bar}".rstrip())
         return lines
 
 
