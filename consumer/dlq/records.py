@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from consumer.messages import KafkaMessage, header_pairs
+from consumer.messages import KafkaMessage
 
 Header = tuple[str, bytes | None]
 
@@ -95,16 +95,19 @@ def parse_record(message: KafkaMessage) -> DeadLetterRecord:
     """The :class:`DeadLetterRecord` of a message read from the dead-letter topic."""
     context: dict[str, str] = {}
     original: list[Header] = []
-    for name, raw in header_pairs(message.headers()):
+    raw_headers = message.headers()
+    pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers or ()
+    for name, raw in pairs:
         data = raw.encode() if isinstance(raw, str) else raw
         if name.startswith(_DLQ_PREFIX):
             # The first of a repeated header wins, as the writer never repeats one.
-            if name not in context:
-                context[name] = data.decode(errors="replace") if data is not None else ""
+            if data and name not in context:
+                context[name] = data.decode(errors="replace")
         else:
             original.append((name, data))
+    get = context.get
     kind, timestamp = message.timestamp()
-    cut = context.get("dlq.cut")
+    cut = get("dlq.cut")
     key, value = message.key(), message.value()
     return DeadLetterRecord(
         topic=message.topic(),
@@ -112,23 +115,23 @@ def parse_record(message: KafkaMessage) -> DeadLetterRecord:
         offset=message.offset() or 0,
         # Type 0 is librdkafka's TIMESTAMP_NOT_AVAILABLE.
         timestamp=timestamp if kind != 0 and timestamp >= 0 else None,
-        stage=_text(context, "dlq.stage"),
-        error_class=_text(context, "dlq.error.class"),
-        error_message=_text(context, "dlq.error.message"),
-        error_detail=_json_object(context.get("dlq.error.detail")),
-        http_status=_integer(context, "dlq.http.status"),
-        original_topic=_text(context, "dlq.original.topic"),
-        original_partition=_integer(context, "dlq.original.partition"),
-        original_offset=_integer(context, "dlq.original.offset"),
-        original_timestamp=_integer(context, "dlq.original.timestamp"),
-        consumer_group=_text(context, "dlq.consumer.group"),
-        attempts=max(0, _integer(context, "dlq.attempts") or 0),
-        failed_at=_datetime(context.get("dlq.failed.at")),
-        record_name=_text(context, "dlq.record.name"),
-        rules_version=_text(context, "dlq.registry.version"),
+        stage=get("dlq.stage"),
+        error_class=get("dlq.error.class"),
+        error_message=get("dlq.error.message"),
+        error_detail=_json_object(get("dlq.error.detail")),
+        http_status=_integer(get("dlq.http.status")),
+        original_topic=get("dlq.original.topic"),
+        original_partition=_integer(get("dlq.original.partition")),
+        original_offset=_integer(get("dlq.original.offset")),
+        original_timestamp=_integer(get("dlq.original.timestamp")),
+        consumer_group=get("dlq.consumer.group"),
+        attempts=max(0, _integer(get("dlq.attempts")) or 0),
+        failed_at=_datetime(get("dlq.failed.at")),
+        record_name=get("dlq.record.name"),
+        rules_version=get("dlq.registry.version"),
         cut=cut is not None,
         cut_parts=tuple(part for part in (cut or "").split(",") if part),
-        original_size=_integer(context, "dlq.original.size"),
+        original_size=_integer(get("dlq.original.size")),
         headers=tuple(original),
         key=key.encode() if isinstance(key, str) else key,
         value=value.encode() if isinstance(value, str) else value,
@@ -136,17 +139,11 @@ def parse_record(message: KafkaMessage) -> DeadLetterRecord:
     )
 
 
-def _text(context: dict[str, str], name: str) -> str | None:
-    value = context.get(name)
-    return value if value else None
-
-
-def _integer(context: dict[str, str], name: str) -> int | None:
-    value = context.get(name)
-    if not value:
+def _integer(value: str | None) -> int | None:
+    if value is None:
         return None
     try:
-        return int(value.strip())
+        return int(value)
     except ValueError:
         return None
 
