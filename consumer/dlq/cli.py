@@ -36,6 +36,7 @@ from consumer.dlq.selection import Selection, selection_from_options, selection_
 from consumer.dlq.stats import Stats
 from consumer.errors import ConfigError
 from consumer.exit_codes import EXIT_CONFIG, EXIT_FATAL
+from consumer.redact import mask
 from consumer.settings import Settings
 
 if TYPE_CHECKING:
@@ -137,6 +138,13 @@ def reading(function: Callable[..., None]) -> Callable[..., None]:
             fail(f"configuration error: {exc}", EXIT_CONFIG)
         except DeadLetterReadError as exc:
             fail(str(exc), EXIT_FATAL)
+        except click.ClickException:
+            raise
+        except BrokenPipeError:
+            # The reader of our stdout stopped (``| head``): nothing left to tell anyone.
+            os._exit(0)
+        except Exception as exc:  # a bug must not print a traceback holding record data
+            fail(mask(f"unexpected error: {type(exc).__name__}: {exc}"), EXIT_FATAL)
 
     run.__name__ = function.__name__
     run.__doc__ = function.__doc__

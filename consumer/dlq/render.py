@@ -15,13 +15,15 @@ import base64
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from consumer.decode import Decoder
 from consumer.dlq.records import DeadLetterRecord
 from consumer.errors import KafkaKlaviyoError
 from consumer.redact import mask
+
+if TYPE_CHECKING:
+    from consumer.decode import Decoder
 
 #: Characters of the error message shown in a ``list`` row.
 MESSAGE_WIDTH = 60
