@@ -239,6 +239,15 @@ def _register_group() -> None:
 _register_group()
 
 
+def _register_dlq() -> None:
+    from consumer.dlq.cli import dlq_group
+
+    cli.add_command(dlq_group, "dlq")
+
+
+_register_dlq()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="kafka-klaviyo")
