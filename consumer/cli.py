@@ -240,8 +240,9 @@ _register_group()
 
 
 def _register_dlq() -> None:
+    # `dlq redrive` delivers, so it lives apart from the read-only commands and adds itself.
+    import consumer.dlq.redrive  # noqa: F401
     from consumer.dlq.cli import dlq_group
-
     cli.add_command(dlq_group, "dlq")
 
 

@@ -16,7 +16,7 @@ are committed under the replay's own group id, so:
 
 History is sent as history (:class:`~consumer.bodies.History`): events carry ``backfill:
 true`` unless ``--no-backfill-flag``, and subscriptions are a historical import whose consent
-times must be in the past (:class:`HistoryTranslator`).
+times must be in the past (:class:`RangeTranslator`).
 """
 
 from __future__ import annotations
@@ -200,10 +200,18 @@ def _kept_end(metadata: str | None) -> int | None:
 class RangeSource(Source):
     """The source of a replay: fixed ranges, assigned by hand, finished at their ends."""
 
-    def __init__(self, consumer: RangeConsumer, plan: ReplayPlan) -> None:
+    def __init__(
+        self,
+        consumer: RangeConsumer,
+        plan: ReplayPlan,
+        select: Callable[[KafkaMessage], bool] | None = None,
+    ) -> None:
         super().__init__(consumer, plan.topics)
         self._range_consumer = consumer
         self.plan = plan
+        # Messages it leaves out (a re-drive's selection): never handed on, never sent.
+        self._select = select
+        self.skipped = 0
         self._ends = {r.key: r.end for r in plan.ranges}
         # Partitions read up to their end: nothing more is fetched from them.
         self._exhausted = {r.key for r in plan.ranges if r.begin >= r.end}
@@ -238,9 +246,12 @@ class RangeSource(Source):
             if offset is not None and offset >= self._ends[key]:
                 self._exhaust(key)
                 continue
-            kept.append(message)
             if offset is not None and offset + 1 >= self._ends[key]:
                 self._exhaust(key)
+            if self._select is not None and not self._select(message):
+                self.skipped += 1
+                continue
+            kept.append(message)
         return kept
 
     def resume(self, partitions: Iterable[PartitionKey]) -> None:
@@ -273,13 +284,20 @@ class RangeSource(Source):
             self.pause([key])
 
 
-class HistoryTranslator:
-    """The rules, for history: consent must carry a past ``consented_at`` (a historical import
-    needs one on every consent, RULES.md S3), and operations are counted per Klaviyo metric
-    for the replay's progress."""
+class RangeTranslator:
+    """The rules as a bounded run uses them: operations counted per Klaviyo metric for its
+    progress, and, when consent is sent as history, every consent must carry a past
+    ``consented_at`` (a historical import needs one, RULES.md S3)."""
 
-    def __init__(self, rules: Translator, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        rules: Translator,
+        *,
+        historical_consent: bool,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._rules = rules
+        self._historical = historical_consent
         self._now = clock or (lambda: datetime.now(UTC))
         self.counts: Counter[str] = Counter()
 
@@ -295,7 +313,7 @@ class HistoryTranslator:
         operations = self._rules.translate(record)
         for operation in operations:
             self.counts[operation_label(operation)] += 1
-            if operation.endpoint is Endpoint.SUBSCRIBE:
+            if self._historical and operation.endpoint is Endpoint.SUBSCRIBE:
                 self._check_consent_times(record, operation)
         return operations
 
@@ -355,7 +373,9 @@ class ReplayProgress:
         stream: TextIO | None = None,
         interval_s: float = 10.0,
         dry_run: bool = False,
+        kind: str = "replay",
     ) -> None:
+        self._kind = kind
         self._plan = plan
         self._committer = committer
         self._counts = counts
@@ -409,7 +429,7 @@ class ReplayProgress:
                 bar.set_postfix_str(self._counts_text(limit=3), refresh=False)
                 bar.refresh()
             return
-        log.info("replay: %s", self._line())
+        log.info("%s: %s", self._kind, self._line())
 
     def _line(self) -> str:
         done = sum(self._done.values())
@@ -434,11 +454,13 @@ class ReplayProgress:
         for bar in self._bars:
             bar.close()
 
-    def summary(self, *, dead_lettered: int, failures: Counter[str] | None = None) -> str:
+    def summary(
+        self, *, dead_lettered: int, failures: Counter[str] | None = None, skipped: int = 0
+    ) -> str:
         """The closing summary: per partition, per metric, per endpoint, dead-letters."""
         elapsed = time.monotonic() - self._started
         lines = [
-            ("dry run of replay " if self._dry_run else "replay ")
+            (f"dry run of {self._kind} " if self._dry_run else f"{self._kind} ")
             + f"{self._plan.group_id}: {sum(self._done.values()):,} of "
             f"{sum(r.total for r in self._plan.ranges):,} messages in {elapsed:.1f}s"
         ]
@@ -460,6 +482,8 @@ class ReplayProgress:
                     lines.append(f"  delivered to {endpoint.spec.path}: {value:,.0f}")
         for stage, count in sorted((failures or Counter()).items()):
             lines.append(f"  would dead-letter at stage {stage}: {count:,}")
+        if skipped:
+            lines.append(f"  left alone (not selected): {skipped:,}")
         lines.append(f"  dead-lettered: {dead_lettered:,}")
         return "\n".join(lines)
 
@@ -469,15 +493,18 @@ def dry_run_range(
     plan: ReplayPlan,
     *,
     decoder: Decoder,
-    translator: HistoryTranslator,
+    translator: RangeTranslator,
     router: AccountRouter,
     progress: ReplayProgress,
     stop: Callable[[], bool],
+    select: Callable[[KafkaMessage], bool] | None = None,
     batch_size: int = 1000,
-) -> Counter[str]:
-    """Read the plan's ranges, decode and translate every message, send and commit nothing;
-    returns how many messages would be dead-lettered, by stage."""
+) -> tuple[Counter[str], int]:
+    """Read the plan's ranges, decode and translate every (selected) message, send and
+    commit nothing; returns how many messages would be dead-lettered, by stage, and how many
+    the selection left out."""
     failures: Counter[str] = Counter()
+    skipped = 0
     todo = {r.key: r for r in plan.ranges if r.begin < r.end}
     consumer.assign([TopicPartition(r.topic, r.partition, r.begin) for r in todo.values()])
     try:
@@ -489,6 +516,12 @@ def dry_run_range(
                 r = todo.get(key)
                 offset = message.offset()
                 if r is None or offset is None or offset >= r.end:
+                    continue
+                if select is not None and not select(message):
+                    skipped += 1
+                    progress.note(key, offset + 1 - r.start)
+                    if offset + 1 >= r.end:
+                        del todo[key]
                     continue
                 try:
                     record = decoder.decode(message.value())
@@ -507,12 +540,12 @@ def dry_run_range(
             progress.turn()
     finally:
         consumer.close()
-    return failures
+    return failures, skipped
 
 
-def describe_plan(plan: ReplayPlan) -> str:
+def describe_plan(plan: ReplayPlan, kind: str = "replay") -> str:
     """One line per partition: what will be read (shown before a replay starts)."""
-    lines = [f"replay under group {plan.group_id}:"]
+    lines = [f"{kind} under group {plan.group_id}:"]
     for r in plan.ranges:
         state = (
             f"resuming at {r.begin}"

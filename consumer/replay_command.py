@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 from confluent_kafka import Consumer
@@ -22,11 +22,13 @@ from consumer.bodies import History
 from consumer.compose import build_service, build_translation
 from consumer.errors import ConfigError
 from consumer.exit_codes import EXIT_OK
+from consumer.messages import KafkaMessage
 from consumer.positions import Bound
 from consumer.replay import (
-    HistoryTranslator,
     RangeConsumer,
     RangeSource,
+    RangeTranslator,
+    ReplayPlan,
     ReplayProgress,
     describe_plan,
     dry_run_range,
@@ -40,9 +42,10 @@ from consumer.source import consumer_config
 log = logging.getLogger(__name__)
 
 
-def replay_settings(settings: Settings, *, rate_share: float) -> Settings:
-    """The live settings as a replay uses them: its share of the rate limits enforced on
-    this side, and no metrics port (the live consumer on the same host may hold it)."""
+def range_settings(settings: Settings, *, rate_share: float) -> Settings:
+    """The live settings as a bounded run (replay, re-drive) uses them: its share of the rate
+    limits enforced on this side, and no metrics port (the live consumer on the same host may
+    hold it)."""
     delivery = settings.delivery.model_copy(
         update={"rate_limit_share": rate_share, "client_rate_limit": True}
     )
@@ -64,12 +67,12 @@ def run_replay(
 ) -> int:
     """Plan and run one replay with the live ``settings``; returns the exit code
     (ConfigError for bad input). The plan goes to stderr, the summary to stdout."""
-    settings = replay_settings(settings, rate_share=rate_share)
+    settings = range_settings(settings, rate_share=rate_share)
     kafka = settings.kafka
     topics = list(topics) or list(kafka.topics)
     numbers = sorted(set(only)) if only is not None else None
     group = group_id or replay_group_id(kafka.group_id, topics, numbers, start, end)
-    planner = cast(RangeConsumer, _consumer(consumer_config(kafka, group_id=group)))
+    planner = cast(RangeConsumer, open_consumer(consumer_config(kafka, group_id=group)))
     try:
         plan = plan_replay(
             planner,
@@ -82,16 +85,38 @@ def run_replay(
         )
     finally:
         planner.close()
-    print(describe_plan(plan), file=sys.stderr)
+    return run_range(
+        settings,
+        plan,
+        history=History(backfill=backfill, historical_consent=True),
+        dry_run=dry_run,
+    )
+
+
+def run_range(
+    settings: Settings,
+    plan: ReplayPlan,
+    *,
+    history: History,
+    dry_run: bool,
+    select: Callable[[KafkaMessage], bool] | None = None,
+    kind: str = "replay",
+) -> int:
+    """Run a planned range through the service (``replay``, ``dlq redrive``), or through
+    decode and translate only (``dry_run``); the exit code. ``select`` leaves messages out."""
+    print(describe_plan(plan, kind), file=sys.stderr)
+    kafka = settings.kafka
     translation = build_translation(settings)
-    translator = HistoryTranslator(translation.translator)
+    translator = RangeTranslator(
+        translation.translator, historical_consent=history.historical_consent
+    )
     if dry_run:
-        reader = cast(RangeConsumer, _consumer(consumer_config(kafka, group_id=group)))
-        progress = ReplayProgress(plan, None, translator.counts, None, dry_run=True)
+        reader = cast(RangeConsumer, open_consumer(consumer_config(kafka, group_id=plan.group_id)))
+        progress = ReplayProgress(plan, None, translator.counts, None, dry_run=True, kind=kind)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        failures = dry_run_range(
+        failures, skipped = dry_run_range(
             reader,
             plan,
             decoder=translation.decoder,
@@ -99,29 +124,34 @@ def run_replay(
             router=translation.router,
             progress=progress,
             stop=stop.is_set,
+            select=select,
         )
         progress.close()
-        print(progress.summary(dead_lettered=0, failures=failures))
+        print(progress.summary(dead_lettered=0, failures=failures, skipped=skipped))
         return EXIT_OK
     service = build_service(
         settings,
         translator=translator,
-        group_id=group,
-        source=lambda consumer: RangeSource(consumer, plan),
-        history=History(backfill=backfill, historical_consent=True),
+        group_id=plan.group_id,
+        source=lambda consumer: RangeSource(consumer, plan, select),
+        history=history,
         commit_metadata=plan.metadata(),
     )
-    progress = ReplayProgress(plan, service.pipeline.committer, translator.counts, service.metrics)
+    progress = ReplayProgress(
+        plan, service.pipeline.committer, translator.counts, service.metrics, kind=kind
+    )
     runner = Runner(service, on_turn=progress.turn)
     runner.install_signal_handlers()
     code = runner.run()
     progress.close()
     dead = int(service.metrics.total("kafka_klaviyo_messages", outcome="dead_lettered"))
-    print(progress.summary(dead_lettered=dead))
+    skipped = service.source.skipped if isinstance(service.source, RangeSource) else 0
+    print(progress.summary(dead_lettered=dead, skipped=skipped))
     return code
 
 
-def _consumer(config: dict[str, Any]) -> Consumer:
+def open_consumer(config: dict[str, Any]) -> Consumer:
+    """A plain consumer for planning and dry runs; refused settings are a ConfigError."""
     try:
         return Consumer(config)
     except Exception as exc:
