@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any
 import orjson
 
 from consumer.compose import build_service
+from consumer.dlq.cli import DlqContext, show_record
 from consumer.positions import Bound
 from consumer.redact import mask
 from consumer.replay_command import run_replay
@@ -65,18 +65,6 @@ POISON_KEY = b"demo-poison"
 #: Neither Confluent framing nor single-object encoding: the decoder refuses it.
 POISON_VALUE = b"this is not an Avro record"
 CATALOG_ID = "$custom:::$default:::"
-#: Dead-letter headers the service fills with numbers and times only.
-_NUMERIC_HEADERS = frozenset(
-    {
-        "dlq.attempts",
-        "dlq.failed.at",
-        "dlq.http.status",
-        "dlq.original.offset",
-        "dlq.original.partition",
-        "dlq.original.timestamp",
-    }
-)
-_NUMERIC = re.compile(r"[0-9:.TZ+-]*")
 #: Endpoints in the order the summary lists them (the emulator's names).
 ENDPOINT_ORDER = (
     "events",
@@ -445,27 +433,16 @@ def _print_state(client: EmulatorClient) -> None:
 # When merging: this body becomes a call of the real `kafka-klaviyo dlq show` (another
 # branch); until then it prints the record's dlq.* headers read straight from the topic.
 def _show_dead_letter(stack: DemoStack, partition: int, offset: int) -> None:
-    """Show the dead-letter record at ``partition``/``offset`` of the dead-letter topic."""
-    records = read_topic(stack.bootstrap_servers, stack.dead_letter_topic)
-    found = [r for r in records if (r.partition, r.offset) == (partition, offset)]
+    """Show the dead-letter record at ``partition``/``offset`` as ``kafka-klaviyo dlq show``
+    does (headers, and the value, which here does not decode)."""
     _say()
     _say(
-        f"One poison message (not Avro) was dead-lettered: {stack.dead_letter_topic}"
-        f"[{partition}]@{offset}"
+        f"One poison message (not Avro) was dead-lettered; kafka-klaviyo dlq show "
+        f"{partition}:{offset}:"
     )
-    for record in found:
-        for name, raw in sorted(record.headers.items()):
-            if name.startswith("dlq."):
-                _say(f"  {name:<24} {_header_text(name, raw)}")
-
-
-def _header_text(name: str, raw: bytes) -> str:
-    text = raw.decode(errors="replace")
-    # Offsets, counts and times the service writes itself stay readable; everything else
-    # is masked (an error message may quote an address or a phone number).
-    if name in _NUMERIC_HEADERS and _NUMERIC.fullmatch(text):
-        return text
-    return mask(text)
+    context = DlqContext(_settings(stack), stack.dead_letter_topic)
+    for line in show_record(context, partition, offset).splitlines():
+        _say(f"  {line}")
 
 
 def _replay_recent(stack: DemoStack, client: EmulatorClient, since: datetime) -> int:

@@ -262,13 +262,24 @@ def show_command(
 def _show(
     context: DlqContext, find: Callable[[DeadLetterReader], DeadLetterRecord], reveal: bool
 ) -> None:
+    click.echo(_document(context, find, reveal))
+
+
+def show_record(context: DlqContext, partition: int, offset: int) -> str:
+    """What ``dlq show PARTITION:OFFSET`` prints (masked): the record's JSON document."""
+    return _document(context, lambda reader: reader.record_at(partition, offset), reveal=False)
+
+
+def _document(
+    context: DlqContext, find: Callable[[DeadLetterReader], DeadLetterRecord], reveal: bool
+) -> str:
     with context.reader() as reader:
         record = find(reader)
     decoder = context.decoder()
     if reveal:
         log_reveal("show", f"{context.topic}[{record.partition}]@{record.offset}")
     document = record_document(record, decoded_value(decoder, record, reveal=reveal), reveal=reveal)
-    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
 
 
 def _by_source(reader: DeadLetterReader, wanted: tuple[str, int, int]) -> DeadLetterRecord:
