@@ -550,7 +550,7 @@ def describe_plan(plan: ReplayPlan, kind: str = "replay") -> str:
         state = (
             f"resuming at {r.begin}"
             if r.resumed_at is not None and r.begin > r.start
-            else "from the start"
+            else "from its start"
         )
         lines.append(
             f"  {r.topic}[{r.partition}] offsets {r.start}..{r.end} ({r.total:,} messages), {state}"
