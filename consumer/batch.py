@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from consumer.bodies import EncodedItem, body_format
+from consumer.bodies import LIVE, EncodedItem, History, body_format
 from consumer.commit import MessageTicket, PartitionProgress
 from consumer.endpoints import Endpoint
 from consumer.messages import Operation
@@ -96,6 +96,8 @@ class Batch:
     state_keys: set[StateKey] = field(default_factory=set)
     after: set[Batch] = field(default_factory=set)
     dependents: list[Batch] = field(default_factory=list)
+    # Live traffic or history: picks the body format (see consumer.bodies).
+    history: History = LIVE
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -127,12 +129,18 @@ class Batcher:
     """The open batch of one (account, endpoint, group)."""
 
     def __init__(
-        self, account: str, endpoint: Endpoint, linger_s: float, group: str | None = None
+        self,
+        account: str,
+        endpoint: Endpoint,
+        linger_s: float,
+        group: str | None = None,
+        history: History = LIVE,
     ) -> None:
         self.account = account
         self.endpoint = endpoint
         self.group = group
-        self._format = body_format(endpoint)
+        self.history = history
+        self._format = body_format(endpoint, history)
         # Its items set state (profile, consent, catalog item): kept in order, latest folds.
         self.stateful = endpoint.spec.state is not None
         self._keep_latest = self.stateful
@@ -181,7 +189,9 @@ class Batcher:
         ):
             closed, batch = batch, None
         if batch is None:
-            batch = self._open = Batch(self.account, self.endpoint, self.group, time.monotonic())
+            batch = self._open = Batch(
+                self.account, self.endpoint, self.group, time.monotonic(), history=self.history
+            )
             cost = item.cost(None)
         entry = BatchEntry(item, [ticket])
         batch.entries.append(entry)
@@ -199,7 +209,9 @@ class Batcher:
 
     def open_or_new(self) -> Batch:
         if self._open is None:
-            self._open = Batch(self.account, self.endpoint, self.group, time.monotonic())
+            self._open = Batch(
+                self.account, self.endpoint, self.group, time.monotonic(), history=self.history
+            )
         return self._open
 
     def take_due(self, now: float) -> Batch | None:
@@ -243,8 +255,14 @@ class _Holders:
 class Batching:
     """Every open batch, and the order stateful operations must keep between batches."""
 
-    def __init__(self, linger_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        linger_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        history: History = LIVE,
+    ) -> None:
         self._linger_s = linger_s
+        self._history = history
         self._clock = clock
         self._batchers: dict[BatchKey, Batcher] = {}
         self._holders: dict[StateKey, _Holders] = {}
@@ -254,7 +272,9 @@ class Batching:
         key: BatchKey = (account, operation.endpoint, operation.group)
         batcher = self._batchers.get(key)
         if batcher is None:
-            batcher = Batcher(account, operation.endpoint, self._linger_s, operation.group)
+            batcher = Batcher(
+                account, operation.endpoint, self._linger_s, operation.group, self._history
+            )
             self._batchers[key] = batcher
         state = operation.state_key if batcher.stateful else None
         if state is None:

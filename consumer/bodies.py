@@ -4,6 +4,12 @@ Each endpoint has a :class:`BodyFormat` that encodes one operation to JSON bytes
 batch (so the batcher knows its size) and later joins those bytes into the JSON:API body. It
 also maps a JSON pointer from a 400 response back to the items it names, which is how a bad
 request is narrowed to the offending items.
+
+A run sends either live traffic or history (:class:`History`: a replay or backfill). History
+differs in two bodies only: events carry ``backfill: true`` (recorded without triggering
+flows, RULES.md E22) and subscriptions are a historical import with each consent's
+``consented_at`` (S2-S4). Live subscriptions leave ``consented_at`` out: Klaviyo refuses it
+without ``historical_import`` and takes the time it receives the request as the consent time.
 """
 
 from __future__ import annotations
@@ -11,12 +17,25 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
 from consumer.endpoints import Endpoint
 from consumer.messages import EventPayload, Operation
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """How a run sends what it reads: live (the default) or as history (replay, backfill)."""
+
+    #: Events are recorded without triggering flows (``backfill: true``).
+    backfill: bool = False
+    #: Subscriptions are sent as a historical import, with the consent times of the records.
+    historical_consent: bool = False
+
+
+LIVE = History()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +105,16 @@ class EventsBodyFormat:
     _POINTER = re.compile(r"^/data/attributes/events-bulk-create/data/(\d+)(?:/attributes/(\w+))?")
     _EVENT_POINTER = re.compile(r"^/attributes/events/data/(\d+)")
 
+    _BACKFILL_GROUP_HEAD = _GROUP_HEAD.replace(
+        b'"attributes":{', b'"attributes":{"backfill":true,', 1
+    )
+
     envelope_bytes = len(_HEAD) + len(_TAIL)
+
+    def __init__(self, *, backfill: bool = False) -> None:
+        # History: the flag at the entry and on every event (RULES.md E22 names both).
+        self._backfill = backfill
+        self._group_head = self._BACKFILL_GROUP_HEAD if backfill else self._GROUP_HEAD
 
     def encode(self, operation: Operation) -> EncodedItem:
         payload = operation.payload
@@ -94,8 +122,9 @@ class EventsBodyFormat:
             raise TypeError("Bulk Create Events takes EventPayload operations")
         # Sorted keys: the same profile always encodes to the same bytes, so it groups.
         profile = _exact(orjson.dumps(payload.profile, option=orjson.OPT_SORT_KEYS))
-        overhead = len(profile) + len(self._GROUP_HEAD) + len(self._GROUP_MID) + 8
-        return EncodedItem(_exact(orjson.dumps(payload.event)), profile, overhead)
+        overhead = len(profile) + len(self._group_head) + len(self._GROUP_MID) + 8
+        event = {**payload.event, "backfill": True} if self._backfill else payload.event
+        return EncodedItem(_exact(orjson.dumps(event)), profile, overhead)
 
     def assemble(
         self, entries: Sequence[HasItem], group: str | None = None
@@ -108,7 +137,7 @@ class EventsBodyFormat:
         for number, (profile, indexes) in enumerate(groups.items()):
             if number:
                 parts.append(b",")
-            parts += (self._GROUP_HEAD, profile, self._GROUP_MID)
+            parts += (self._group_head, profile, self._GROUP_MID)
             parts.append(b",".join(self._EVENT_HEAD + entries[i].item.json + b"}" for i in indexes))
             parts.append(self._GROUP_TAIL)
         parts.append(self._TAIL)
@@ -137,11 +166,21 @@ class ResourceListBodyFormat:
     take the batch's group as the list relationship (one list per request).
     """
 
-    def __init__(self, job_type: str, collection: str, item_type: str, *, with_list: bool) -> None:
+    def __init__(
+        self,
+        job_type: str,
+        collection: str,
+        item_type: str,
+        *,
+        with_list: bool,
+        job_attributes: bytes = b"",
+    ) -> None:
         self._head = (
             b'{"data":{"type":"'
             + job_type.encode()
-            + b'","attributes":{"'
+            + b'","attributes":{'
+            + job_attributes
+            + b'"'
             + collection.encode()
             + b'":{"data":['
         )
@@ -180,13 +219,64 @@ class ResourceListBodyFormat:
         return [index] if index < len(layout) else None
 
 
-_FORMATS: dict[Endpoint, BodyFormat] = {
-    Endpoint.EVENTS: EventsBodyFormat(),
+class LiveSubscribeBodyFormat(ResourceListBodyFormat):
+    """Subscribe, live: each consent without ``consented_at`` (RULES.md S2)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "profile-subscription-bulk-create-job", "profiles", "profile", with_list=True
+        )
+
+    def encode(self, operation: Operation) -> EncodedItem:
+        payload = operation.payload
+        if isinstance(payload, dict):
+            payload = _without_consent_times(payload)
+        return super().encode(Operation(operation.endpoint, payload, operation.dedup_key))
+
+
+def _without_consent_times(resource: dict[str, Any]) -> dict[str, Any]:
+    attributes = resource.get("attributes")
+    if not isinstance(attributes, dict):
+        return resource
+    channels = attributes.get("subscriptions")
+    if not isinstance(channels, dict):
+        return resource
+    stripped: dict[str, Any] = {}
+    for channel, kinds in channels.items():
+        if not isinstance(kinds, dict):
+            stripped[channel] = kinds
+            continue
+        stripped[channel] = {
+            kind: {k: v for k, v in consent.items() if k != "consented_at"}
+            if isinstance(consent, dict)
+            else consent
+            for kind, consent in kinds.items()
+        }
+    return {**resource, "attributes": {**attributes, "subscriptions": stripped}}
+
+
+def _formats(history: History) -> dict[Endpoint, BodyFormat]:
+    subscribe: BodyFormat = (
+        ResourceListBodyFormat(
+            "profile-subscription-bulk-create-job",
+            "profiles",
+            "profile",
+            with_list=True,
+            job_attributes=b'"historical_import":true,',
+        )
+        if history.historical_consent
+        else LiveSubscribeBodyFormat()
+    )
+    return {
+        **_SHARED,
+        Endpoint.EVENTS: EventsBodyFormat(backfill=history.backfill),
+        Endpoint.SUBSCRIBE: subscribe,
+    }
+
+
+_SHARED: dict[Endpoint, BodyFormat] = {
     Endpoint.PROFILES: ResourceListBodyFormat(
         "profile-bulk-import-job", "profiles", "profile", with_list=False
-    ),
-    Endpoint.SUBSCRIBE: ResourceListBodyFormat(
-        "profile-subscription-bulk-create-job", "profiles", "profile", with_list=True
     ),
     Endpoint.UNSUBSCRIBE: ResourceListBodyFormat(
         "profile-subscription-bulk-delete-job", "profiles", "profile", with_list=True
@@ -203,6 +293,12 @@ _FORMATS: dict[Endpoint, BodyFormat] = {
 }
 
 
-def body_format(endpoint: Endpoint) -> BodyFormat:
-    """The body format of ``endpoint``."""
-    return _FORMATS[endpoint]
+_BY_HISTORY: dict[History, dict[Endpoint, BodyFormat]] = {}
+
+
+def body_format(endpoint: Endpoint, history: History = LIVE) -> BodyFormat:
+    """The body format of ``endpoint`` for live traffic or ``history``."""
+    formats = _BY_HISTORY.get(history)
+    if formats is None:
+        formats = _BY_HISTORY[history] = _formats(history)
+    return formats[endpoint]

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,9 @@ from consumer.errors import ConfigError
 from consumer.exit_codes import EXIT_CONFIG, EXIT_FATAL
 from consumer.logs import configure_logging
 from consumer.redact import mask
+
+if TYPE_CHECKING:
+    from consumer.positions import Bound
 
 _CONFIG_OPTION = click.option(
     "--config",
@@ -79,6 +83,136 @@ def run(config_file: Path | None) -> None:
         os._exit(code)
 
 
+def _bound(offset: int | None, moment: str | None, name: str) -> Bound | None:
+    from consumer.positions import Bound, parse_time
+
+    if offset is not None and moment is not None:
+        raise click.UsageError(f"give --{name}-offset or --{name}-time, not both")
+    if offset is not None:
+        if offset < 0:
+            raise click.BadParameter("must be 0 or more", param_hint=f"--{name}-offset")
+        return Bound(offset=offset)
+    if moment is not None:
+        try:
+            return Bound(time_ms=parse_time(moment))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"--{name}-time") from exc
+    return None
+
+
+def _partition_numbers(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: a comma-separated list of partition numbers", param_hint="--partitions"
+        ) from None
+    if not numbers or any(n < 0 for n in numbers):
+        raise click.BadParameter(
+            f"{text!r}: partition numbers are 0 or more", param_hint="--partitions"
+        )
+    return numbers
+
+
+@cli.command()
+@_CONFIG_OPTION
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    help="Topic to replay (repeat for several). Default: kafka.topics.",
+)
+@click.option("--partitions", "partitions_text", help="Only these partitions, e.g. 0,2,5.")
+@click.option("--from-offset", type=int, help="First offset of every partition (inclusive).")
+@click.option(
+    "--from-time",
+    help="Start at the first message at or after this time (ISO-8601, UTC unless a zone is "
+    "given, or epoch ms).",
+)
+@click.option("--to-offset", type=int, help="End before this offset in every partition.")
+@click.option("--to-time", help="End before the first message at or after this time.")
+@click.option(
+    "--group",
+    "group_id",
+    help="Consumer group of the replay (default: derived from topics, partitions and range; "
+    "the live group is refused).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Decode, translate and count; send and commit nothing."
+)
+@click.option(
+    "--no-backfill-flag",
+    is_flag=True,
+    help="Send events without backfill: true (they may trigger flows).",
+)
+@click.option(
+    "--rate-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Share of each endpoint's Klaviyo rate limit this replay may use (the rest is left "
+    "to live traffic).",
+)
+def replay(
+    config_file: Path | None,
+    topics: tuple[str, ...],
+    partitions_text: str | None,
+    from_offset: int | None,
+    from_time: str | None,
+    to_offset: int | None,
+    to_time: str | None,
+    group_id: str | None,
+    dry_run: bool,
+    no_backfill_flag: bool,
+    rate_share: float,
+) -> None:
+    """Backfill a range of topics into Klaviyo, then stop.
+
+    Reads from --from-offset/--from-time (default: the oldest message kept) to
+    --to-offset/--to-time (default: the end offsets when the replay first started), through
+    the same rules and delivery as `run`, committing under its own consumer group: the live
+    group's offsets never move. Events carry backfill: true (recorded without triggering
+    flows) and subscriptions are a historical import with their consent times. Interrupted,
+    the same command continues where it stopped. Progress goes to stderr, the summary to
+    stdout.
+    """
+    only = _partition_numbers(partitions_text)
+    start = _bound(from_offset, from_time, "from")
+    end = _bound(to_offset, to_time, "to")
+    from consumer.replay_command import run_replay
+    from consumer.settings import load_settings
+
+    code = EXIT_FATAL
+    try:
+        settings = load_settings(config_file)
+        configure_logging(settings.observability.log_level)
+        code = run_replay(
+            settings,
+            topics=topics,
+            only=only,
+            start=start,
+            end=end,
+            group_id=group_id,
+            dry_run=dry_run,
+            backfill=not no_backfill_flag,
+            rate_share=rate_share,
+        )
+    except ConfigError as exc:
+        click.echo(f"kafka-klaviyo: configuration error: {exc}", err=True)
+        code = EXIT_CONFIG
+    except Exception as exc:
+        logging.getLogger(__name__).error(
+            "replay failed: %s", mask(f"{type(exc).__name__}: {exc}"), exc_info=exc
+        )
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def _fail_config(exc: ConfigError) -> None:
     click.echo(f"kafka-klaviyo: configuration error: {exc}", err=True)
     sys.exit(EXIT_CONFIG)
@@ -94,6 +228,25 @@ def _register_rules() -> None:
 
 
 _register_rules()
+
+
+def _register_group() -> None:
+    from consumer.groups_cli import group_cli
+
+    cli.add_command(group_cli, "group")
+
+
+_register_group()
+
+
+def _register_dlq() -> None:
+    # `dlq redrive` delivers, so it lives apart from the read-only commands and adds itself.
+    import consumer.dlq.redrive  # noqa: F401
+    from consumer.dlq.cli import dlq_group
+    cli.add_command(dlq_group, "dlq")
+
+
+_register_dlq()
 
 
 def main() -> None:

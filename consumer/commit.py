@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, overload
 
@@ -179,12 +179,15 @@ class Committer:
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
         on_latency: Callable[[float], None] | None = None,
+        metadata: Mapping[PartitionKey, str] | None = None,
     ) -> None:
         """``on_latency`` gets the seconds from each commit request to its confirmation."""
         self._store = store
         self._on_latency = on_latency
         # Start times of asynchronous commits not confirmed yet (librdkafka answers in order).
         self._requested: deque[float] = deque()
+        # Committed with each partition's offset (a replay keeps its end bound there).
+        self._metadata = dict(metadata or {})
         self._budget = budget
         self._interval_s = interval_s
         self._clock = clock
@@ -259,8 +262,13 @@ class Committer:
                 continue
             progress.advance(self._budget)
             if progress.committable is not None and progress.committable != progress.committed:
+                metadata = self._metadata.get(key)
                 ready.append(
                     TopicPartition(progress.topic, progress.partition, progress.committable)
+                    if metadata is None
+                    else TopicPartition(
+                        progress.topic, progress.partition, progress.committable, metadata
+                    )
                 )
         if not ready:
             return
@@ -288,6 +296,11 @@ class Committer:
             if self._on_latency is not None and error is None:
                 self._on_latency(self._clock() - started)
         self._acknowledge(partitions)
+
+    def committable(self, key: PartitionKey) -> int | None:
+        """The offset up to which an assigned partition's messages are finished."""
+        progress = self._partitions.get(key)
+        return progress.committable if progress is not None else None
 
     def committed(self, key: PartitionKey) -> int | None:
         """The offset the broker confirmed for an assigned partition."""

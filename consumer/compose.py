@@ -17,7 +17,7 @@ problem listed (RulesError is a ConfigError: exit 2).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,7 +26,8 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumer.batch import Batching
-from consumer.commit import Committer
+from consumer.bodies import LIVE, History
+from consumer.commit import Committer, PartitionKey
 from consumer.dead_letter import DeadLetterBudget, DeadLetterWriter, KafkaProducer
 from consumer.decode import Decoder
 from consumer.deliver.client import KlaviyoClient
@@ -45,6 +46,34 @@ from consumer.source import KafkaConsumer, Source, consumer_config, producer_con
 T = TypeVar("T")
 ConsumerFactory = Callable[[dict[str, Any]], KafkaConsumer]
 ProducerFactory = Callable[[dict[str, Any]], KafkaProducer]
+SourceFactory = Callable[[Any], Source]
+
+
+@dataclass(frozen=True)
+class Translation:
+    """Decode, translate and route: the steps a dry run shares with the service."""
+
+    decoder: Decoder
+    translator: Translator
+    router: AccountRouter
+
+
+def build_translation(
+    settings: Settings,
+    *,
+    translator: Translator | None = None,
+    registry: SchemaRegistryClient | None = None,
+) -> Translation:
+    """The decoder, the compiled rules (or ``translator``) and the account router."""
+    catalog = SchemaCatalog.load()
+    if translator is None:
+        translator = rules_from_settings(settings.rules, catalog=catalog)
+    decoder = Decoder(
+        catalog,
+        registry=registry or schema_registry(settings),
+        mapped_records=translator.mapped_records,
+    )
+    return Translation(decoder, translator, AccountRouter.from_settings(settings.routing))
 
 
 @dataclass
@@ -52,6 +81,7 @@ class Service:
     """The parts of one running consumer, as the runner needs them."""
 
     settings: Settings
+    group_id: str
     source: Source
     pipeline: Pipeline
     dead_letters: DeadLetterWriter
@@ -75,24 +105,23 @@ def build_service(
     translator: Translator | None = None,
     registry: SchemaRegistryClient | None = None,
     group_id: str | None = None,
+    source: SourceFactory | None = None,
+    history: History = LIVE,
+    commit_metadata: Mapping[PartitionKey, str] | None = None,
 ) -> Service:
     """Build every part of a consumer from ``settings`` (nothing connects yet).
 
     The keyword arguments replace what the settings would build: the Kafka clients, the HTTP
-    transport, the translator (default: the compiled rules), the Schema Registry client and
-    the consumer group id."""
-    catalog = SchemaCatalog.load()
-    if translator is None:
-        translator = rules_from_settings(settings.rules, catalog=catalog)
+    transport, the translator (default: the compiled rules), the Schema Registry client, the
+    consumer group id and the source (default: the group member of ``kafka.topics``). A
+    replay passes its own source, ``history`` (how history is sent, see consumer.bodies) and
+    the metadata its commits carry."""
+    translation = build_translation(settings, translator=translator, registry=registry)
+    translator = translation.translator
     metrics = Metrics()
     port = settings.observability.metrics_port
     metrics_server = MetricsServer(metrics, port) if port is not None else None
 
-    decoder = Decoder(
-        catalog,
-        registry=registry or schema_registry(settings),
-        mapped_records=translator.mapped_records,
-    )
     delivery = settings.delivery
     clients = klaviyo_clients(settings, transport=transport)
     abort = threading.Event()
@@ -135,12 +164,13 @@ def build_service(
         ),
         interval_s=kafka.commit_interval_ms / 1000,
         on_latency=metrics.commit_seconds.observe,
+        metadata=commit_metadata,
     )
     pipeline = Pipeline(
-        decoder=decoder,
+        decoder=translation.decoder,
         translator=translator,
-        router=AccountRouter.from_settings(settings.routing),
-        batching=Batching(settings.batch.linger_ms / 1000),
+        router=translation.router,
+        batching=Batching(settings.batch.linger_ms / 1000, history=history),
         deliveries=DeliveryScheduler(
             sender,
             per_key=delivery.max_concurrent_requests,
@@ -154,7 +184,8 @@ def build_service(
     )
     return Service(
         settings=settings,
-        source=Source(consumer, kafka.topics),
+        group_id=group,
+        source=source(consumer) if source is not None else Source(consumer, kafka.topics),
         pipeline=pipeline,
         dead_letters=dead_letters,
         clients=clients,

@@ -68,14 +68,20 @@ class KafkaProducer(Protocol):
 
 def attempts_so_far(message: KafkaMessage) -> int:
     """How often this message was dead-lettered before (a re-driven record carries it)."""
-    for key, value in header_pairs(message.headers()):
-        if key == "dlq.attempts" and value is not None:
-            text = value.decode(errors="replace") if isinstance(value, bytes) else value
-            try:
-                return max(0, int(text))
-            except ValueError:
-                return 0
-    return 0
+    text = _earlier(message).get("dlq.attempts")
+    try:
+        return max(0, int(text)) if text is not None else 0
+    except ValueError:
+        return 0
+
+
+def _earlier(message: KafkaMessage) -> dict[str, str]:
+    """The ``dlq.*`` headers an earlier failure left on a re-driven record."""
+    return {
+        key: value.decode(errors="replace") if isinstance(value, bytes) else value
+        for key, value in header_pairs(message.headers())
+        if key.startswith("dlq.") and value is not None
+    }
 
 
 def dead_letter_headers(
@@ -90,6 +96,16 @@ def dead_letter_headers(
     without the ``dlq.*`` ones of an earlier failure)."""
     _, timestamp = message.timestamp()
     status = getattr(error, "http_status", None)
+    earlier = _earlier(message)
+    # A re-driven record failing again still points at the message the shop produced.
+    original = {
+        "dlq.original.topic": message.topic() or "",
+        "dlq.original.partition": str(message.partition()),
+        "dlq.original.offset": str(message.offset()),
+        "dlq.original.timestamp": str(timestamp),
+    }
+    if "dlq.original.topic" in earlier:
+        original = {key: earlier.get(key, "") for key in original}
     context: dict[str, str] = {
         "dlq.stage": error.stage,
         "dlq.error.class": type(error).__name__,
@@ -97,10 +113,7 @@ def dead_letter_headers(
         # Klaviyo's own error objects may quote the item (an address, a number): masked too.
         "dlq.error.detail": mask(orjson.dumps(error.detail, default=str).decode()),
         "dlq.http.status": str(status) if status is not None else "",
-        "dlq.original.topic": message.topic() or "",
-        "dlq.original.partition": str(message.partition()),
-        "dlq.original.offset": str(message.offset()),
-        "dlq.original.timestamp": str(timestamp),
+        **original,
         "dlq.consumer.group": group_id,
         "dlq.attempts": str(attempts_so_far(message) + 1),
         "dlq.failed.at": (now or datetime.now(UTC)).isoformat(),

@@ -16,8 +16,12 @@ _EMAIL = re.compile(
 )
 # Seven or more digits, allowing the separators people type; keeps the last two digits.
 # Not inside a word, a topic name or an offset ("orders-4f03617", "[2]@1234567"), and not a
-# date: a revision "2026-07-15" or a timestamp must stay readable.
-_PHONE = re.compile(r"(?<![\w@\[\]-])(?!\d{4}-\d\d-\d\d)\+?\d[\d\s().-]{5,}\d(?![\w-])")
+# date: a revision "2026-07-15" or a timestamp must stay readable, including the seconds of a
+# time of day and their fraction ("19:00:07.123456"; a "tel:" URI's number has no such dot).
+_PHONE = re.compile(
+    r"(?<![\w@\[\]-])(?<!\d\.)(?!\d{4}-\d\d-\d\d)(?!(?<=:)\d\d\.\d)"
+    r"\+?\d[\d\s().-]{5,}\d(?![\w-])"
+)
 # Everything after the prefix up to a separator: keys may hold "-", "." or "_".
 _API_KEY = re.compile(r"(pk_|Klaviyo-API-Key\s+)[^\s\"',;]+", re.IGNORECASE)
 

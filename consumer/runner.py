@@ -20,7 +20,7 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
@@ -45,8 +45,10 @@ _CLOSE_TIMEOUT_S = 5.0
 class Runner:
     """One consumer-group member delivering to Klaviyo until stopped."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, *, on_turn: Callable[[], None] | None = None) -> None:
         self._service = service
+        # Called once per loop turn on the loop's thread (a replay's progress display).
+        self._on_turn = on_turn
         self._settings = service.settings
         self._source = service.source
         self.pipeline = service.pipeline
@@ -85,7 +87,7 @@ class Runner:
             log.info(
                 "consuming %s as group %s",
                 ",".join(self._source.topics),
-                self._settings.kafka.group_id,
+                self._service.group_id,
             )
             tune_garbage_collector()
             if server is not None:
@@ -109,7 +111,8 @@ class Runner:
 
     def _loop(self) -> None:
         kafka = self._settings.kafka
-        while not self._stop_requested.is_set():
+        committer = self.pipeline.committer
+        while not self._stop_requested.is_set() and not self._source.finished(committer):
             self.metrics.polled()
             for message in self._source.poll(kafka.poll_batch_size, 0.1):
                 error = message.error()
@@ -120,6 +123,8 @@ class Runner:
             self.pipeline.tick()
             self._apply_backpressure()
             self._lag.sample(self.pipeline.committer.assigned())
+            if self._on_turn is not None:
+                self._on_turn()
 
     def _apply_backpressure(self) -> None:
         cap = self._settings.delivery.max_in_flight_messages

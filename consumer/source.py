@@ -1,7 +1,8 @@
 """The source step: the librdkafka settings of every client, and the consumer seen by the loop.
 
-:func:`consumer_config` and :func:`producer_config` are the one place librdkafka settings are
-built (the service's consumer and dead-letter producer, and the tools that read a topic).
+:func:`consumer_config`, :func:`producer_config` and :func:`admin_config` are the one place
+librdkafka settings are built (the service's consumer and dead-letter producer, the tools that
+read a topic, and the admin client of ``group reset``).
 ``kafka.properties`` pass through under librdkafka's own names, except the keys correctness
 depends on, which are pinned here and refused in ``kafka.properties`` with one line naming the
 key: offsets are stored and committed by the service only after delivery
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
-from consumer.commit import OffsetStore, PartitionKey
+from consumer.commit import Committer, OffsetStore, PartitionKey
 from consumer.errors import ConfigError
 from consumer.logs import KafkaErrorLog, librdkafka_logger
 from consumer.messages import KafkaMessage
@@ -95,6 +96,29 @@ def _logging(kafka: KafkaSettings) -> dict[str, Any]:
     return {"logger": librdkafka_logger(), "error_cb": KafkaErrorLog(kafka.bootstrap_servers)}
 
 
+#: ``kafka.properties`` keys an admin client shares with the consumer: how to reach and
+#: authenticate to the cluster. The consumer's tuning keys would only earn warnings there.
+_CONNECTION_KEYS = (
+    "security.protocol",
+    "sasl.",
+    "ssl.",
+    "enable.ssl.",
+    "client.id",
+    "client.dns.lookup",
+    "socket.",
+    "broker.address.",
+)
+
+
+def admin_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """librdkafka settings of an admin client: the bootstrap servers and the connection and
+    security keys of ``kafka.properties``."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        **{k: v for k, v in kafka.properties.items() if k.startswith(_CONNECTION_KEYS)},
+    }
+
+
 class KafkaConsumer(OffsetStore, Protocol):
     """The part of confluent_kafka.Consumer the service uses (offsets: see OffsetStore)."""
 
@@ -149,6 +173,11 @@ class Source:
             TopicPartition(topic, partition), cached=True
         )
         return found if found is not None else (-1001, -1001)
+
+    def finished(self, committer: Committer) -> bool:
+        """Whether everything to read is read and committed: never, for a group member
+        (a bounded source, :class:`consumer.replay.RangeSource`, says otherwise)."""
+        return False
 
     @property
     def paused(self) -> frozenset[PartitionKey]:

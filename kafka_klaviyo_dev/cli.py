@@ -29,21 +29,31 @@ def cli() -> None:
     default=300,
     show_default=True,
     type=click.IntRange(0, 100_000),
-    help="Generated orders to send besides the guide's order 1234.",
+    help=(
+        "Generated orders to send besides the guide's journey, with the traffic around them "
+        "(visits, views, carts, checkouts, shipments, cancellations, refunds, profiles, "
+        "subscriptions)."
+    ),
 )
 @click.option(
     "--timeout",
     default=180.0,
     show_default=True,
     type=click.FloatRange(1),
-    help="Seconds to wait for every event to reach the emulator.",
+    help="Seconds to wait for everything expected to reach the emulator; then exit 1.",
 )
 def demo(orders: int, timeout: float) -> None:
-    """Run the whole pipeline locally and show what Klaviyo received.
+    """Run the guide's whole journey through the pipeline locally and show what Klaviyo got.
 
     Starts a local Kafka broker (Apache Kafka jars from Maven Central; needs Java 17+ and
-    Maven) and the Klaviyo emulator, produces the guide's sample order 1234 and generated
-    orders, runs the consumer until all are delivered, prints a summary and stops everything.
+    Maven) and the Klaviyo emulator, produces the guide's journey (John Smith's visit, view,
+    cart, checkout, order 1234, its fulfilment, cancellation and refund, his profile and
+    subscription, the two books), generated traffic and one poison message, runs the consumer
+    until Klaviyo holds everything expected, prints what it received per endpoint and metric
+    and what it holds, shows the dead-letter record and stops everything.
+
+    Exit 0 when everything expected arrived and only the poison message was dead-lettered,
+    1 when something did not arrive in time or differs, 2 when the stack could not start.
     """
     from kafka_klaviyo_dev.demo import run_demo
 

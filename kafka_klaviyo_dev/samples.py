@@ -1,4 +1,6 @@
-"""Sample order events: the guide's order 1234, and generated orders for demos and benchmarks.
+"""Sample events: the guide's journey (John Smith's order 1234 and everything around it),
+generated orders and traffic of every record type for demos, tests and benchmarks, and what
+Klaviyo should accept for them (:func:`expected_accepted`, :func:`expected_metrics`).
 
 Records are in the Python form fastavro writes (Decimal amounts, datetime times). Generated
 customers use an e-mail domain real Klaviyo keeps; the guide's ``@test.com`` address is one
@@ -9,7 +11,8 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -263,12 +266,20 @@ def guide_checkout_started() -> Record:
     }
 
 
-def _later_order_event(name: str, **extra: Any) -> Record:
-    record = guide_order()
-    record["event_id"] = f"guide-order-1234-{name}"
-    record["occurred_at"] = _at(GUIDE_SHIPPED_TIME)
+def order_followup(order: Record, event_id: str, occurred_at: datetime, **extra: Any) -> Record:
+    """What became of an order (OrderFulfilled, OrderCancelled, OrderRefunded): the order's
+    fields, a new event id and time, plus ``extra`` (carrier, reason, refund_total...)."""
+    record = dict(order)
+    record["event_id"] = event_id
+    record["occurred_at"] = occurred_at
     record.update(extra)
     return record
+
+
+def _later_order_event(name: str, **extra: Any) -> Record:
+    return order_followup(
+        guide_order(), f"guide-order-1234-{name}", _at(GUIDE_SHIPPED_TIME), **extra
+    )
 
 
 def guide_order_fulfilled() -> Record:
@@ -452,3 +463,238 @@ def guide_journey() -> list[tuple[str, Record]]:
         (f"{NAMESPACE}.CustomerUpserted", guide_customer_upserted()),
         (f"{NAMESPACE}.SubscriptionChanged", guide_subscription()),
     ]
+
+
+# --- generated traffic of every kind, and what Klaviyo should accept for it -------------------
+
+SITE_VISITED = f"{NAMESPACE}.SiteVisited"
+PRODUCT_VIEWED = f"{NAMESPACE}.ProductViewed"
+CART_ITEM_ADDED = f"{NAMESPACE}.CartItemAdded"
+CHECKOUT_STARTED = f"{NAMESPACE}.CheckoutStarted"
+ORDER_PLACED = f"{NAMESPACE}.OrderPlaced"
+ORDER_FULFILLED = f"{NAMESPACE}.OrderFulfilled"
+ORDER_CANCELLED = f"{NAMESPACE}.OrderCancelled"
+ORDER_REFUNDED = f"{NAMESPACE}.OrderRefunded"
+CUSTOMER_UPSERTED = f"{NAMESPACE}.CustomerUpserted"
+SUBSCRIPTION_CHANGED = f"{NAMESPACE}.SubscriptionChanged"
+PRODUCT_UPSERTED = f"{NAMESPACE}.ProductUpserted"
+PRODUCT_DELETED = f"{NAMESPACE}.ProductDeleted"
+
+#: (Kafka key, record full name, record), as :func:`kafka_klaviyo_dev.produce.produce_records`
+#: takes them.
+KeyedRecord = tuple[bytes, str, Record]
+
+
+def product_viewed(
+    event_id: str, customer: Record, line: Record, *, occurred_at: datetime
+) -> Record:
+    """A ProductViewed record of the product on an order or cart ``line``."""
+    return {
+        "event_id": event_id,
+        "store_id": "default",
+        "occurred_at": occurred_at,
+        "customer": customer,
+        "product": {
+            "product_id": line["product_id"],
+            "sku": line["sku"],
+            "name": line["name"],
+            "categories": list(line["categories"]),
+            "brand": line["brand"],
+            "url": line["product_url"],
+            "image_url": line["image_url"],
+            "price": dict(line["unit_price"]),
+            "compare_at_price": None,
+        },
+    }
+
+
+def _cart_total(items: list[Record]) -> Record:
+    return _money(sum((line["row_total"]["amount"] for line in items), Decimal(0)))
+
+
+def cart_item_added(
+    event_id: str, cart_id: str, customer: Record, items: list[Record], *, occurred_at: datetime
+) -> Record:
+    """A CartItemAdded record: the last of ``items`` was just added to the cart."""
+    return {
+        "event_id": event_id,
+        "store_id": "default",
+        "occurred_at": occurred_at,
+        "cart_id": cart_id,
+        "customer": customer,
+        "added_item": items[-1],
+        "items": items,
+        "total": _cart_total(items),
+        "checkout_url": f"https://shop.{GENERATED_EMAIL_DOMAIN}/checkout/{cart_id}",
+    }
+
+
+def checkout_started(
+    event_id: str, cart_id: str, customer: Record, items: list[Record], *, occurred_at: datetime
+) -> Record:
+    """A CheckoutStarted record of the cart ``cart_id``."""
+    return {
+        "event_id": event_id,
+        "store_id": "default",
+        "occurred_at": occurred_at,
+        "cart_id": cart_id,
+        "customer": customer,
+        "items": items,
+        "total": _cart_total(items),
+        "checkout_url": f"https://shop.{GENERATED_EMAIL_DOMAIN}/checkout/{cart_id}",
+    }
+
+
+def generated_traffic(
+    orders: int, *, seed: int = 7, prefix: str = "gen", list_id: str = GUIDE_LIST_ID
+) -> list[KeyedRecord]:
+    """A shop's traffic around ``orders`` generated orders, every record type but deletes.
+
+    The catalog's products first, then per order: a site visit; for every second order a
+    view of its first product, for every third the cart and the checkout; the order; for
+    every fourth its shipment, every tenth a cancellation, every twentieth a partial refund.
+    Each customer's profile comes with their first order, and every other customer
+    subscribes to ``list_id`` by e-mail.
+
+    Every record has its own Klaviyo identity (event unique ids, profiles, consents and
+    catalog items are never repeated), so Klaviyo keeps each one:
+    :func:`expected_accepted` counts what it should accept. Keys are the customer id (the
+    product id for products), so one customer's records stay in one partition, in order.
+    """
+    products = [
+        product_upserted(
+            pid,
+            title=name,
+            price=price,
+            categories=list(categories),
+            event_id=f"{prefix}-product-{pid}",
+            brand=brand,
+            sku=sku,
+        )
+        for pid, sku, name, price, categories, brand in _CATALOG
+    ]
+    out: list[KeyedRecord] = [(p["product_id"].encode(), PRODUCT_UPSERTED, p) for p in products]
+    customers: set[str] = set()
+    for number, order in enumerate(generated_orders(orders, seed=seed, prefix=prefix)):
+        customer, lines, at = order["customer"], order["line_items"], order["occurred_at"]
+        key = str(customer["customer_id"]).encode()
+        before = at - timedelta(seconds=40)
+        out.append(
+            (
+                key,
+                SITE_VISITED,
+                site_visited(
+                    f"{prefix}-visit-{number}",
+                    customer,
+                    f"https://shop.{GENERATED_EMAIL_DOMAIN}/",
+                    occurred_at=before,
+                ),
+            )
+        )
+        if number % 2 == 0:
+            viewed = product_viewed(
+                f"{prefix}-viewed-{number}", customer, lines[0], occurred_at=before
+            )
+            out.append((key, PRODUCT_VIEWED, viewed))
+        if number % 3 == 0:
+            cart = f"{prefix}-cart-{number}"
+            added = cart_item_added(
+                f"{prefix}-added-{number}", cart, customer, lines, occurred_at=before
+            )
+            checkout = checkout_started(
+                f"{prefix}-checkout-{number}", cart, customer, lines, occurred_at=before
+            )
+            out += [(key, CART_ITEM_ADDED, added), (key, CHECKOUT_STARTED, checkout)]
+        out.append((key, ORDER_PLACED, order))
+        later = at + timedelta(days=1)
+        if number % 4 == 0:
+            shipped = order_followup(
+                order,
+                f"{prefix}-fulfilled-{number}",
+                later,
+                carrier="UPS",
+                tracking_number=f"1Z{number:016d}",
+                tracking_url=None,
+            )
+            out.append((key, ORDER_FULFILLED, shipped))
+        if number % 10 == 1:
+            cancelled = order_followup(
+                order, f"{prefix}-cancelled-{number}", later, reason="Changed my mind"
+            )
+            out.append((key, ORDER_CANCELLED, cancelled))
+        if number % 20 == 3:
+            refunded = order_followup(
+                order,
+                f"{prefix}-refunded-{number}",
+                later,
+                reason="Damaged in transit",
+                refund_total=dict(lines[0]["row_total"]),
+            )
+            out.append((key, ORDER_REFUNDED, refunded))
+        # One profile per customer id: generated customers sharing an id are one person.
+        if customer["customer_id"] not in customers:
+            customers.add(customer["customer_id"])
+            profile = customer_upserted(f"{prefix}-customer-{number}", customer, occurred_at=at)
+            out.append((key, CUSTOMER_UPSERTED, profile))
+            if len(customers) % 2 == 1:
+                subscription = subscription_changed(
+                    f"{prefix}-subscription-{number}",
+                    list_id,
+                    email=customer["email"],
+                    occurred_at=at,
+                )
+                out.append((key, SUBSCRIPTION_CHANGED, subscription))
+    return out
+
+
+#: The Klaviyo metrics each record type's default rules make, per record (OrderPlaced's
+#: Ordered Product is per line, see :func:`expected_metrics`).
+_METRICS: dict[str, tuple[str, ...]] = {
+    SITE_VISITED: ("Active on Site",),
+    PRODUCT_VIEWED: ("Viewed Product",),
+    CART_ITEM_ADDED: ("Added to Cart",),
+    CHECKOUT_STARTED: ("Started Checkout",),
+    ORDER_PLACED: ("Placed Order",),
+    ORDER_FULFILLED: ("Fulfilled Order",),
+    ORDER_CANCELLED: ("Cancelled Order",),
+    ORDER_REFUNDED: ("Refunded Order",),
+}
+#: The emulator's endpoint names (``EmulatorStats.accepted``) the stateful record types'
+#: default rules post one item to, per record.
+_STATE_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    CUSTOMER_UPSERTED: ("profile_import",),
+    # Klaviyo has no bulk upsert: an item goes to both Create and Update (README, Products).
+    PRODUCT_UPSERTED: ("catalog_create", "catalog_update"),
+    PRODUCT_DELETED: ("catalog_delete",),
+}
+
+
+def expected_metrics(records: Iterable[tuple[str, Record]]) -> Counter[str]:
+    """Metric name -> events the default rules make of (record full name, record) pairs."""
+    counts: Counter[str] = Counter()
+    for name, record in records:
+        counts.update(_METRICS.get(name, ()))
+        if name == ORDER_PLACED:
+            counts["Ordered Product"] += len(record["line_items"])
+    return counts
+
+
+def expected_accepted(records: Iterable[tuple[str, Record]]) -> Counter[str]:
+    """Endpoint name -> items Klaviyo should accept for (record full name, record) pairs.
+
+    Counts what the default rules send; it equals what Klaviyo keeps only when no two
+    records share a Klaviyo identity (Klaviyo drops a repeated event, and the service may
+    fold repeats of one profile, consent or catalog item into one item), as
+    :func:`generated_traffic` and :func:`guide_journey` ensure.
+    """
+    pairs = list(records)
+    counts: Counter[str] = Counter()
+    events = sum(expected_metrics(pairs).values())
+    if events:
+        counts["events"] = events
+    for name, record in pairs:
+        if name == SUBSCRIPTION_CHANGED:
+            counts["subscribe" if record["action"] == "SUBSCRIBE" else "unsubscribe"] += 1
+        else:
+            counts.update(_STATE_ENDPOINTS.get(name, ()))
+    return counts

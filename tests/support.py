@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,13 +100,17 @@ def consumer_env(
 
 
 class ConsumerProcess:
-    """``python -m consumer run`` in its own process, its output in a log file."""
+    """``python -m consumer run`` (or another command, ``command`` with its arguments) in its
+    own process, its output in a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, command: str = "run") -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, command: str | Sequence[str] = "run"
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
+        args = [command] if isinstance(command, str) else list(command)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "consumer", command],
+            [sys.executable, "-m", "consumer", *args],
             env=env,
             cwd=REPO,
             stdout=self._log,
@@ -296,6 +300,11 @@ class Stack:
     def consumer(self, name: str, **extra: str) -> ConsumerProcess:
         log = self._tmp_path / f"consumer-{name}-{uuid.uuid4().hex[:6]}.log"
         return ConsumerProcess(self.env(**extra), log)
+
+    def command(self, name: str, args: Sequence[str], **extra: str) -> ConsumerProcess:
+        """``python -m consumer *args`` with this stack's settings (replay, dlq, group)."""
+        log = self._tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        return ConsumerProcess(self.env(**extra), log, command=args)
 
     def produce(self, count: int) -> list[dict[str, Any]]:
         orders = list(generated_orders(count, prefix=self.topic))

@@ -139,7 +139,7 @@ class Sender:
         """Deliver ``batch``; ``cancelled`` (set by the scheduler, or the sender's stop)
         abandons it between attempts."""
         outcome = BatchOutcome(batch)
-        fmt = body_format(batch.endpoint)
+        fmt = body_format(batch.endpoint, batch.history)
         client = self._clients[batch.account]
         live = _live(batch, batch.entries)
         if not live:

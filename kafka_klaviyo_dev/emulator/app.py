@@ -302,6 +302,7 @@ class EmulatorApp:
             now=datetime.now(UTC),
             received_at=received_at,
             strings_fit=body_strings_fit(request.body),
+            job=_job_attributes(body),
         )
         issues = list(extracted.issues)
         issues += run_checks(extracted.items, ctx, endpoint.item_checks, endpoint.request_checks)
@@ -369,3 +370,10 @@ def _is_test_domain(record: Mapping[str, Any]) -> bool:
     profile = record.get("profile")
     email = profile.get("email") if isinstance(profile, dict) else record.get("email")
     return isinstance(email, str) and email.lower().endswith(_TEST_DOMAINS)
+
+
+def _job_attributes(body: Any) -> dict[str, Any]:
+    """``data.attributes`` of a request body (empty when it has none)."""
+    data = body.get("data") if isinstance(body, dict) else None
+    attributes = data.get("attributes") if isinstance(data, dict) else None
+    return attributes if isinstance(attributes, dict) else {}

@@ -178,7 +178,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         max_bytes=5 * MB,
         limits=_BULK_LARGE,
         extract=extract_profiles,
-        item_checks=_PROFILE_CHECKS,
+        item_checks=(*_PROFILE_CHECKS, limits.check_consent_times),
         record=record_subscription,
     ),
     Endpoint(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,8 @@ class CheckContext:
     now: datetime
     received_at: float
     strings_fit: bool = False
+    #: The request's own attributes (``data.attributes``), e.g. ``historical_import``.
+    job: Mapping[str, Any] = field(default_factory=dict)
 
 
 ItemCheck = Callable[[Item, CheckContext], Iterable[Issue]]
@@ -202,6 +204,38 @@ def check_event_time(item: Item, ctx: CheckContext) -> Iterator[Issue]:
             f"{item.pointer}/attributes/time",
             "'time' must be between the year 2000 and one year from now.",
         )
+
+
+def check_consent_times(item: Item, ctx: CheckContext) -> Iterator[Issue]:
+    """RULES.md S2-S4: ``consented_at`` only in a historical import, and a historical import
+    needs a ``consented_at`` in the past on every consent."""
+    historical = ctx.job.get("historical_import") is True  # false counts as "not included"
+    channels = item.attributes.get("subscriptions")
+    if not isinstance(channels, dict):
+        return
+    for channel, kinds in channels.items():
+        if not isinstance(kinds, dict):
+            continue
+        for kind, consent in kinds.items():
+            if not isinstance(consent, dict):
+                continue
+            where = jp.join(
+                item.pointer, ("attributes", "subscriptions", channel, kind, "consented_at")
+            )
+            at = consent.get("consented_at")
+            if at is not None and not historical:
+                yield Issue(
+                    where,
+                    "consented_at may only be provided with historical_import set to true.",
+                )
+            elif historical:
+                moment = parse_time(at) if isinstance(at, str) else None
+                if moment is None or moment >= ctx.now:
+                    yield Issue(
+                        where,
+                        f"Historical {channel} subscription does not have a valid consented_at "
+                        "timestamp.",
+                    )
 
 
 def check_metric_name(item: Item, ctx: CheckContext) -> Iterator[Issue]:

@@ -4,19 +4,21 @@ import orjson
 import pytest
 
 from consumer.batch import Batcher
-from consumer.bodies import body_format
+from consumer.bodies import LIVE, History, body_format
 from consumer.commit import PartitionProgress
 from consumer.decode import DecodedRecord
 from consumer.endpoints import Endpoint
 from consumer.errors import TranslationError
-from consumer.messages import Operation
+from consumer.messages import EventPayload, Operation
 from consumer.routing import AccountRouter
 from consumer.settings import RoutingSettings
 
 
-def _batch(endpoint: Endpoint, payloads: list[dict], group: str | None = None):
+def _batch(
+    endpoint: Endpoint, payloads: list, group: str | None = None, history: History = LIVE
+):
     progress = PartitionProgress("t", 0)
-    batcher = Batcher("default", endpoint, linger_s=0, group=group)
+    batcher = Batcher("default", endpoint, linger_s=0, group=group, history=history)
     for offset, payload in enumerate(payloads):
         batcher.add(Operation(endpoint, payload, group=group), progress.track(offset, None))
     return batcher.take_open()
@@ -45,6 +47,65 @@ def test_subscribe_body_carries_the_list_of_its_group() -> None:
         2
     ]
     assert fmt.entries_for_pointer("/data/attributes/profiles/data/9", layout) is None
+
+
+def _consents(at: str) -> list[dict]:
+    return [
+        {
+            "attributes": {
+                "email": f"u{i}@x.dev",
+                "subscriptions": {
+                    "email": {"marketing": {"consent": "SUBSCRIBED", "consented_at": at}},
+                    "sms": {"marketing": {"consent": "SUBSCRIBED", "consented_at": at}},
+                },
+            }
+        }
+        for i in range(2)
+    ]
+
+
+def test_live_consent_leaves_consented_at_out_and_is_no_historical_import() -> None:
+    batch = _batch(Endpoint.SUBSCRIBE, _consents("2026-01-01T00:00:00+00:00"), group="L")
+    body, _ = body_format(Endpoint.SUBSCRIBE, batch.history).assemble(batch.entries, "L")
+    attributes = orjson.loads(body)["data"]["attributes"]
+    assert "historical_import" not in attributes
+    for profile in attributes["profiles"]["data"]:
+        assert profile["attributes"]["subscriptions"] == {
+            "email": {"marketing": {"consent": "SUBSCRIBED"}},
+            "sms": {"marketing": {"consent": "SUBSCRIBED"}},
+        }
+
+
+def test_history_sends_consent_as_a_historical_import_with_its_times() -> None:
+    history = History(backfill=True, historical_consent=True)
+    at = "2026-01-01T00:00:00+00:00"
+    batch = _batch(Endpoint.SUBSCRIBE, _consents(at), group="L", history=history)
+    body, _ = body_format(Endpoint.SUBSCRIBE, batch.history).assemble(batch.entries, "L")
+    data = orjson.loads(body)["data"]
+    assert data["attributes"]["historical_import"] is True
+    assert data["relationships"]["list"]["data"]["id"] == "L"
+    for profile in data["attributes"]["profiles"]["data"]:
+        for channel in ("email", "sms"):
+            consent = profile["attributes"]["subscriptions"][channel]["marketing"]
+            assert consent["consented_at"] == at
+
+
+@pytest.mark.parametrize("backfill", [False, True])
+def test_backfill_marks_every_entry_and_every_event(backfill: bool) -> None:
+    history = History(backfill=backfill)
+    events = [
+        EventPayload({"email": f"u{i % 2}@x.dev"}, {"properties": {}, "unique_id": str(i)})
+        for i in range(3)
+    ]
+    batch = _batch(Endpoint.EVENTS, events, history=history)
+    body, layout = body_format(Endpoint.EVENTS, history).assemble(batch.entries)
+    entries = orjson.loads(body)["data"]["attributes"]["events-bulk-create"]["data"]
+    assert len(entries) == 2 and layout == [[0, 2], [1]]
+    for entry in entries:
+        assert entry["attributes"].get("backfill") is (True if backfill else None)
+        for event in entry["attributes"]["events"]["data"]:
+            assert event["attributes"].get("backfill") is (True if backfill else None)
+    assert all("backfill" not in e.event for e in events)  # the operations are not changed
 
 
 @pytest.mark.parametrize(

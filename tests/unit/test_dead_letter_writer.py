@@ -173,6 +173,28 @@ def test_redriven_record_drops_earlier_dlq_headers_and_counts_one_more_attempt()
     assert headers[0] == ("trace-id", b"abc")
 
 
+def test_a_redriven_record_failing_again_keeps_the_coordinates_of_the_shops_message() -> None:
+    redriven = Msg(
+        topic="shop.events.dlq",
+        partition=0,
+        offset=7,
+        timestamp=1_800_000_000_000,
+        headers=[
+            ("dlq.original.topic", b"shop.events"),
+            ("dlq.original.partition", b"2"),
+            ("dlq.original.offset", b"1234"),
+            ("dlq.original.timestamp", b"1700000000000"),
+            ("dlq.attempts", b"1"),
+        ],
+    )
+    named = _headers(dead_letter_headers(redriven, _rejected(), group_id="g", rules_version="v"))
+    assert named["dlq.original.topic"] == b"shop.events"
+    assert named["dlq.original.partition"] == b"2"
+    assert named["dlq.original.offset"] == b"1234"
+    assert named["dlq.original.timestamp"] == b"1700000000000"
+    assert named["dlq.attempts"] == b"2"
+
+
 def test_original_headers_are_kept_unchanged_including_null_values() -> None:
     original = [("trace-id", b"abc"), ("empty", b""), ("flag", None)]
     headers = dead_letter_headers(

@@ -195,3 +195,60 @@ def test_field_view_and_pointer_resolve_event_and_profile_fields() -> None:
         f"{EVENTS}/0/attributes/profile/data/attributes/email"
     )
     assert field_pointer(item, ("type",)) == f"{EVENTS}/0/attributes/events/data/0/type"
+
+
+def _subscribe(*consents: dict[str, Any], historical: bool | None) -> list[tuple[str, str]]:
+    attributes: dict[str, Any] = {
+        "profiles": {
+            "data": [
+                {
+                    "type": "profile",
+                    "attributes": {
+                        "email": f"p{i}@example.org",
+                        "subscriptions": {"email": {"marketing": consent}},
+                    },
+                }
+                for i, consent in enumerate(consents)
+            ]
+        }
+    }
+    if historical is not None:
+        attributes["historical_import"] = historical
+    doc = {"data": {"type": "profile-subscription-bulk-create-job", "attributes": attributes}}
+    endpoint = BY_NAME["subscribe"]
+    ctx = CheckContext(now=NOW, received_at=NOW.timestamp(), job=attributes)
+    issues = run_checks(extract_profiles(doc).items, ctx, endpoint.item_checks, ())
+    return [(i.pointer, i.detail) for i in issues]
+
+
+CONSENT_AT = (
+    "/data/attributes/profiles/data/{}/attributes/subscriptions/email/marketing/consented_at"
+)
+
+
+@pytest.mark.parametrize("historical", [None, False])
+def test_consented_at_without_historical_import_is_refused(historical: bool | None) -> None:
+    issues = _subscribe(
+        {"consent": "SUBSCRIBED"},
+        {"consent": "SUBSCRIBED", "consented_at": "2026-01-01T00:00:00+00:00"},
+        historical=historical,
+    )
+    assert [pointer for pointer, _ in issues] == [CONSENT_AT.format(1)]
+    assert "historical_import" in issues[0][1]
+
+
+def test_a_historical_import_needs_a_past_consented_at_on_every_consent() -> None:
+    issues = _subscribe(
+        {"consent": "SUBSCRIBED", "consented_at": "2026-01-01T00:00:00+00:00"},
+        {"consent": "SUBSCRIBED"},
+        {"consent": "SUBSCRIBED", "consented_at": "2026-07-20T13:00:00+00:00"},
+        historical=True,
+    )
+    assert [pointer for pointer, _ in issues] == [CONSENT_AT.format(1), CONSENT_AT.format(2)]
+    assert all("valid consented_at" in detail for _, detail in issues)
+
+
+def test_live_consent_without_times_and_past_historical_consent_pass() -> None:
+    assert _subscribe({"consent": "SUBSCRIBED"}, historical=None) == []
+    past = {"consent": "SUBSCRIBED", "consented_at": "2025-12-31T23:59:59Z"}
+    assert _subscribe(past, historical=True) == []

@@ -37,7 +37,7 @@ PACKAGE = REPO / "consumer"
 FORBIDDEN = frozenset({"kafka_klaviyo_dev", "tests", "bench"})
 #: Dev-only distributions, besides everything in the dev extra, never required by the wheel.
 DEV_ONLY = frozenset(
-    {"openapi-schema-validator", "jsonschema", "pytest", "tqdm", "hypothesis", "coverage"}
+    {"openapi-schema-validator", "jsonschema", "pytest", "hypothesis", "coverage"}
 )
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 

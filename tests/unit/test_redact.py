@@ -33,3 +33,15 @@ def test_dates_and_timestamps_stay_readable() -> None:
     text = "revision 2025-01-15 refused at 2026-12-01 19:00:07 (2026-12-01T19:00:07+00:00)"
     assert mask(text) == text
     assert mask("call 2026 123 4567") == "call ***67"  # digits that only look like a year
+
+
+def test_the_fraction_of_a_second_is_no_phone_number() -> None:
+    for text in (
+        "failed at 2026-12-01T19:00:07.123456+00:00",
+        "2026-12-01 19:00:07.123456",
+        "at 19:00:07.1234567",
+    ):
+        assert mask(text) == text
+    # A number after a colon is still masked when it is not the seconds of a time.
+    assert mask("tel:+16172531000 at 19:00:07.5") == "tel:***00 at 19:00:07.5"
+    assert mask("phone:5551234567") == "phone:***67"
