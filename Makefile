@@ -54,8 +54,9 @@ coverage-report: install ## Coverage of the last `make test` run: core modules (
 	@$(PY) -m coverage report --include='$(CORE_MODULES)' --format=total --fail-under=$(COVERAGE_FLOOR) >/dev/null \
 		|| { echo "FAIL: core modules' line coverage is under $(COVERAGE_FLOOR)% (CORE_MODULES in the Makefile)"; exit 1; }
 
-bench: bench-translate ## All benchmarks: figures and same-run ratios -> bench-results.json (~10 min)
+bench: bench-translate ## All benchmarks: figures and same-run ratios -> bench-results.json (~16 min)
 	$(PY) -m bench.e2e
+	$(PY) -m bench.replay
 
 bench-quick: install ## A small smoke run of the end-to-end benchmarks (~3 min)
 	$(PY) -m bench.e2e --quick
