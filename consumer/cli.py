@@ -7,7 +7,6 @@ process with exit code 2 and one line naming the setting; fatal runtime errors w
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,7 @@ import click
 
 from consumer import __version__
 from consumer.errors import ConfigError
-from consumer.exit_codes import EXIT_CONFIG, EXIT_FATAL
+from consumer.exit_codes import EXIT_CONFIG, EXIT_FATAL, finish
 from consumer.logs import configure_logging
 from consumer.redact import mask
 
@@ -75,12 +74,7 @@ def run(config_file: Path | None) -> None:
             "cannot start: %s", mask(f"{type(exc).__name__}: {exc}"), exc_info=exc
         )
     finally:
-        # Everything is committed or abandoned by now; delivery threads may still sit in an
-        # HTTP request to a hanging Klaviyo, and the interpreter would wait for them at exit.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        finish(code)
 
 
 def _bound(offset: int | None, moment: str | None, name: str) -> Bound | None:
@@ -207,10 +201,7 @@ def replay(
             "replay failed: %s", mask(f"{type(exc).__name__}: {exc}"), exc_info=exc
         )
     finally:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        finish(code)
 
 
 def _fail_config(exc: ConfigError) -> None:

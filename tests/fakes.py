@@ -372,3 +372,27 @@ class FakeProducer:
 def _size(key: bytes | None, value: bytes | None, headers: list[Any]) -> int:
     header_bytes = sum(len(k) + len(v or b"") for k, v in headers)
     return len(key or b"") + len(value or b"") + header_bytes
+
+
+class FlakyRegistry:
+    """Confluent's in-memory Schema Registry (``mock://``), refusing with 503 while ``down``
+    is set: a Schema Registry outage at the edge of the component tier."""
+
+    def __init__(self, name: str = "component") -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        self.inner = SchemaRegistryClient.new_client({"url": f"mock://{name}"})
+        self.down = threading.Event()
+        self.asked = 0
+
+    def get_schema(self, schema_id: int, *args: Any, **kwargs: Any) -> Any:
+        from confluent_kafka.schema_registry import SchemaRegistryError
+
+        self.asked += 1
+        if self.down.is_set():
+            raise SchemaRegistryError(503, 50301, "registry unavailable")
+        return self.inner.get_schema(schema_id, *args, **kwargs)
+
+    def get_version(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.get_version(*args, **kwargs)
+

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,7 +33,7 @@ from consumer.dlq.cli import dlq_group, dlq_options, load_context
 from consumer.dlq.records import parse_record
 from consumer.dlq.selection import Selection, selection_from_options, selection_options
 from consumer.errors import ConfigError
-from consumer.exit_codes import EXIT_CONFIG, EXIT_FATAL
+from consumer.exit_codes import EXIT_CONFIG, EXIT_FATAL, finish
 from consumer.messages import KafkaMessage
 from consumer.redact import mask
 from consumer.replay import RangeConsumer, plan_replay
@@ -127,8 +125,4 @@ def redrive_command(
         log.error("re-drive failed: %s", mask(f"{type(exc).__name__}: {exc}"), exc_info=exc)
         code = EXIT_FATAL
     finally:
-        # As `run`: delivery threads may still sit in a request to a hanging Klaviyo.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        finish(code)

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
 
 from consumer.exit_codes import EXIT_FATAL, EXIT_OK
 from consumer.messages import DecodedRecord, Operation
@@ -23,6 +22,7 @@ from consumer.runner import Runner
 from kafka_klaviyo_dev.encode import encode_confluent, register_schemas
 from tests.component import records
 from tests.component.conftest import TOPIC, Stack, settings, wait_until
+from tests.fakes import FlakyRegistry
 
 CATALOG = records.CATALOG
 
@@ -343,28 +343,10 @@ def test_no_dead_letter_for_work_of_a_partition_lost_meanwhile(stack: Stack) -> 
     assert stack.stop(runner) == EXIT_OK
 
 
-class _FlakyRegistry:
-    """Confluent's in-memory Schema Registry, refusing with 503 while ``down`` is set."""
-
-    def __init__(self) -> None:
-        self.inner = SchemaRegistryClient.new_client({"url": "mock://component"})
-        self.down = threading.Event()
-        self.asked = 0
-
-    def get_schema(self, schema_id: int, *args: Any, **kwargs: Any) -> Any:
-        self.asked += 1
-        if self.down.is_set():
-            raise SchemaRegistryError(503, 50301, "registry unavailable")
-        return self.inner.get_schema(schema_id, *args, **kwargs)
-
-    def get_version(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.get_version(*args, **kwargs)
-
-
 def test_a_schema_registry_outage_pauses_the_partition_and_dead_letters_nothing(
     stack: Stack,
 ) -> None:
-    registry = _FlakyRegistry()
+    registry = FlakyRegistry("component")
     ids = register_schemas(registry.inner, CATALOG, names=["shop.events.OrderPlaced"])
     schema = CATALOG.parsed("shop.events.OrderPlaced")
     registry.down.set()

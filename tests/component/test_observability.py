@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,6 +27,7 @@ from consumer.runner import Runner
 from kafka_klaviyo_dev.encode import encode_confluent, register_schemas
 from tests.component import records
 from tests.component.conftest import TOPIC, Stack, settings, wait_until
+from tests.fakes import FlakyRegistry
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 REFUSED = "refused@shop.example"
@@ -227,28 +227,10 @@ def test_metrics_and_logs_of_a_known_run(
         assert secret not in formatted
 
 
-class _FlakyRegistry:
-    """Confluent's in-memory Schema Registry, refusing with 503 while ``down`` is set."""
-
-    def __init__(self) -> None:
-        self.inner = SchemaRegistryClient.new_client({"url": "mock://observability"})
-        self.down = threading.Event()
-        self.asked = 0
-
-    def get_schema(self, schema_id: int, *args: Any, **kwargs: Any) -> Any:
-        self.asked += 1
-        if self.down.is_set():
-            raise SchemaRegistryError(503, 50301, "registry unavailable")
-        return self.inner.get_schema(schema_id, *args, **kwargs)
-
-    def get_version(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.get_version(*args, **kwargs)
-
-
 def test_a_schema_registry_outage_is_one_line_when_it_begins_and_one_when_it_ends(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = _FlakyRegistry()
+    registry = FlakyRegistry("observability")
     ids = register_schemas(registry.inner, records.CATALOG, names=["shop.events.OrderPlaced"])
     schema = records.CATALOG.parsed("shop.events.OrderPlaced")
     registry.down.set()
