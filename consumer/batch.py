@@ -214,11 +214,15 @@ class Batcher:
             )
         return self._open
 
+    def lingered(self, now: float) -> bool:
+        """The open batch's linger time has passed."""
+        batch = self._open
+        return batch is not None and now - batch.opened_at >= self._linger_s
+
     def take_due(self, now: float) -> Batch | None:
         """The open batch if its linger time has passed."""
-        batch = self._open
-        if batch is not None and now - batch.opened_at >= self._linger_s:
-            self._open = None
+        if self.lingered(now):
+            batch, self._open = self._open, None
             return batch
         return None
 
@@ -322,11 +326,20 @@ class Batching:
             holders.current.append(batch)
         batch.state_keys.add(state)
 
-    def due(self, now: float | None = None) -> list[Batch]:
-        """Open batches whose linger time has passed."""
+    def due(
+        self, now: float | None = None, *, hold: Callable[[BatchKey], bool] | None = None
+    ) -> list[Batch]:
+        """Open batches whose linger time has passed, except those of keys ``hold`` names.
+
+        The pipeline holds a key while an earlier batch of it is still queued or in flight, or
+        while a request now would run ahead of the endpoint's steady rate: the open batch
+        keeps filling instead of queuing half empty, so a rate-limited endpoint gets full
+        requests (a full batch still closes at once)."""
         now = self._clock() if now is None else now
         out = []
         for key, batcher in list(self._batchers.items()):
+            if hold is not None and batcher.lingered(now) and hold(key):
+                continue
             batch = batcher.take_due(now)
             if batch is not None:
                 out.append(batch)

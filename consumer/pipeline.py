@@ -152,7 +152,7 @@ class Pipeline:
         """Send lingering batches, apply deliveries, serve dead-letter acks, retry parked
         decoding, commit when the interval has passed."""
         self._count_translated()
-        for batch in self._batching.due():
+        for batch in self._batching.due(hold=self._deliveries.hold):
             self._deliveries.submit(batch)
         self._apply(self._deliveries.collect())
         self._dead_letters.poll()

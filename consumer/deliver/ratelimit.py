@@ -79,6 +79,17 @@ class RateLimiter:
             if wait_any(stops, wait, self._clock):
                 raise LimiterStopped
 
+    def paced(self) -> bool:
+        """Whether one more request now keeps to the steady pace (one per ``60 / steady``
+        seconds since the last) and nothing holds the limiter closed. The burst is for full
+        requests: a partly filled one sent ahead of the pace spends the minute's budget on
+        few items, and what arrives later waits for the next minute."""
+        with self._lock:
+            now = self._clock()
+            if now < self._not_before:
+                return False
+            return not self._sent or now - self._sent[-1] >= 60.0 / self.steady
+
     def delay(self) -> float:
         """Seconds until a request could go (0 if now); does not take a slot."""
         with self._lock:

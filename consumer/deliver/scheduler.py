@@ -121,6 +121,15 @@ class DeliveryScheduler:
         self._dispatch()
         return dropped
 
+    def hold(self, key: BatchKey) -> bool:
+        """Whether a partly filled batch of ``key`` should keep filling rather than close: a
+        batch of the key is queued or in flight, or sending one now would run ahead of the
+        endpoint's steady rate limit (see :meth:`consumer.batch.Batching.due`)."""
+        if self._key_active[key] > 0 or key in self._queued:
+            return True
+        account, endpoint, _ = key
+        return not self._sender.paced(account, endpoint)
+
     def idle(self) -> bool:
         return not (self._running or self._queued or self._waiting)
 

@@ -135,6 +135,11 @@ class Sender:
                 self._limiters[key] = limiter
             return limiter
 
+    def paced(self, account: str, endpoint: Endpoint) -> bool:
+        """Whether a partly filled request to ``endpoint`` may go now (see
+        :meth:`RateLimiter.paced`)."""
+        return self.limiter(account, endpoint).paced()
+
     def deliver(self, batch: Batch, cancelled: threading.Event) -> BatchOutcome:
         """Deliver ``batch``; ``cancelled`` (set by the scheduler, or the sender's stop)
         abandons it between attempts."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import orjson
@@ -360,3 +361,21 @@ def test_waits_never_form_a_cycle_and_the_last_message_wins(seed: int) -> None:
         )
     assert batching.held_keys() == 0
     assert klaviyo == expected
+
+
+# -- holding partly filled batches ---------------------------------------------------------------
+
+
+def test_a_held_key_keeps_its_lingering_batch_open_and_a_full_one_still_closes(tickets) -> None:
+    batching = Batching(linger_s=1)
+    batching.add(ACCOUNT, subscribe("a@x.dev", "L1"), tickets())
+    batching.add(ACCOUNT, subscribe("b@x.dev", "L2"), tickets())
+    later = time.monotonic() + 5
+    held = {(ACCOUNT, Endpoint.SUBSCRIBE, "L1")}
+    due = batching.due(later, hold=held.__contains__)
+    assert [batch.group for batch in due] == ["L2"]
+    assert [batch.group for batch in batching.open()] == ["L1"]
+    for n in range(Endpoint.SUBSCRIBE.spec.max_items - 1):
+        closed = batching.add(ACCOUNT, subscribe(f"p{n}@x.dev", "L1"), tickets())
+    assert [len(batch) for batch in closed] == [Endpoint.SUBSCRIBE.spec.max_items]
+    assert batching.due(later, hold=lambda key: False) == []

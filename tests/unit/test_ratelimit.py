@@ -83,3 +83,17 @@ def test_stop_interrupts_a_wait() -> None:
     stop.set()
     with pytest.raises(LimiterStopped):
         limiter.acquire(stop)
+
+
+def test_partly_filled_requests_keep_to_the_steady_pace() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, 150, share=0.5, clock=clock)  # 5/s burst, 75/min: one per 0.8 s
+    assert limiter.paced()
+    limiter.acquire()
+    assert not limiter.paced()  # the burst would allow more; the pace does not
+    clock.now += 0.79
+    assert not limiter.paced()
+    clock.now += 0.02
+    assert limiter.paced()
+    limiter.retry_after(5)
+    assert not limiter.paced()  # a 429's Retry-After holds partly filled requests too

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,8 @@ class GatedSender:
         self.cancelled: dict[Batch, threading.Event] = {}
         self.fail: dict[Batch, BaseException] = {}
         self.returned: list[Batch] = []
+        # (account, endpoint) pairs whose next partly filled request would run ahead of pace.
+        self.unpaced: set[tuple[str, Any]] = set()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
@@ -42,6 +45,9 @@ class GatedSender:
     def open(self, *batches: Batch) -> None:
         for batch in batches:
             self.gate(batch).set()
+
+    def paced(self, account: str, endpoint: Any) -> bool:
+        return (account, endpoint) not in self.unpaced
 
     def deliver(self, batch: Batch, cancelled: threading.Event) -> BatchOutcome:
         gate = self.gate(batch)
@@ -342,3 +348,22 @@ def test_close_cancels_running_batches_and_refuses_new_ones(scheduled, make) -> 
     assert sender.settle() == [running]
     assert late not in set(scheduler.batches())
     assert queued not in set(scheduler.batches())
+
+
+def test_a_key_is_held_while_its_batch_is_queued_or_in_flight_or_ahead_of_pace(
+    scheduled, make
+) -> None:
+    scheduler, sender = scheduled(per_key=1)
+    first, second = make.batch(group="list-1"), make.batch(group="list-1")
+    key = first.key
+    assert not scheduler.hold(key)
+    scheduler.submit(first)
+    scheduler.submit(second)
+    sender.wait_started(1)
+    assert scheduler.hold(key)  # one in flight, one queued
+    assert not scheduler.hold(make.batch(group="list-2").key)
+    sender.open(first, second)
+    collect_until(scheduler, 2)
+    assert not scheduler.hold(key)
+    sender.unpaced.add((key[0], key[1]))
+    assert scheduler.hold(key)
