@@ -198,7 +198,8 @@ def _kept_end(metadata: str | None) -> int | None:
 
 
 class RangeSource(Source):
-    """The source of a replay: fixed ranges, assigned by hand, finished at their ends."""
+    """The source of a bounded run (replay, re-drive): fixed ranges, assigned by hand rather
+    than by a group, finished at their ends; ``select`` leaves messages out."""
 
     def __init__(
         self,
@@ -258,7 +259,8 @@ class RangeSource(Source):
         super().resume(key for key in partitions if key not in self._exhausted)
 
     def finished(self, committer: Committer) -> bool:
-        """Every partition read to its end, and everything read finished and committed."""
+        """Every partition read to its end and everything read finished (the runner's drain
+        then commits it)."""
         for r in self.plan.ranges:
             key = r.key
             if key not in self._exhausted and not self._reached_end(r):
