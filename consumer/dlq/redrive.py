@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,7 +53,7 @@ def redrive_group_id(live_group: str, topic: str, selection: Selection) -> str:
     return f"{live_group}.redrive.{hashlib.sha256(described).hexdigest()[:12]}"
 
 
-def selector(selection: Selection) -> Any:
+def selector(selection: Selection) -> Callable[[KafkaMessage], bool]:
     """The predicate of the messages a re-drive sends: selected, and not cut."""
 
     def select(message: KafkaMessage) -> bool:
