@@ -227,6 +227,10 @@ def _confirm(plan: Plan, yes: bool) -> None:
         sys.exit(0)
 
 
+def _ignore(_error: object) -> None:
+    return None
+
+
 @contextmanager
 def _clients(kafka: KafkaSettings) -> Iterator[tuple[AdminClient, Consumer]]:
     """An admin client for the group, and a consumer that never joins a group for metadata."""
@@ -237,14 +241,16 @@ def _clients(kafka: KafkaSettings) -> Iterator[tuple[AdminClient, Consumer]]:
 
     try:
         admin = AdminClient({**admin_config(kafka), **_QUIET})
-        metadata = Consumer(
-            consumer_config(
-                kafka,
-                # Throwaway: it only asks for metadata and watermarks, never joins or commits.
-                group_id=f"kafka-klaviyo-group-reset-{uuid.uuid4().hex[:12]}",
-                overrides=_QUIET,
-            )
+        config = consumer_config(
+            kafka,
+            # Throwaway: it only asks for metadata and watermarks, never joins or commits.
+            group_id=f"kafka-klaviyo-group-reset-{uuid.uuid4().hex[:12]}",
+            overrides=_QUIET,
         )
+        # An unreachable cluster is the command's own one-line error, not the service's
+        # "cannot reach" warning as well.
+        config["error_cb"] = _ignore
+        metadata = Consumer(config)
     except KafkaException as exc:
         raise ConfigError(f"kafka.properties: {exc}") from exc
     try:
