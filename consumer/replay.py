@@ -387,6 +387,7 @@ class ReplayProgress:
         self._dry_run = dry_run
         self._started = time.monotonic()
         self._last = 0.0
+        self._logged_done: int | None = None
         self._bars: list[Any] = []
         self._done: dict[PartitionKey, int] = {r.key: r.begin - r.start for r in plan.ranges}
         if self._stream.isatty():
@@ -419,7 +420,7 @@ class ReplayProgress:
         self._last = now
         self._refresh()
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, final: bool = False) -> None:
         if self._committer is not None:
             for r in self._plan.ranges:
                 progress = self._committer.committable(r.key)
@@ -431,6 +432,10 @@ class ReplayProgress:
                 bar.set_postfix_str(self._counts_text(limit=3), refresh=False)
                 bar.refresh()
             return
+        done = sum(self._done.values())
+        if final and done == self._logged_done:
+            return  # the last line already says where it ended
+        self._logged_done = done
         log.info("%s: %s", self._kind, self._line())
 
     def _line(self) -> str:
@@ -452,7 +457,7 @@ class ReplayProgress:
         return ", ".join(f"{name} {count:,}" for name, count in top)
 
     def close(self) -> None:
-        self._refresh()
+        self._refresh(final=True)
         for bar in self._bars:
             bar.close()
 

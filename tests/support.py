@@ -445,3 +445,25 @@ def accounts_config(tmp_path: Path) -> Path:
         "  accounts: {store-a: brand-a, store-b: brand-b}\n"
     )
     return config
+
+
+#: The guide's journey (``kafka_klaviyo_dev.samples.guide_journey``), counted by hand from the
+#: guide: what Klaviyo receives per metric, and per endpoint (two books, one order of two lines).
+JOURNEY_METRICS = {
+    "Active on Site": 1,
+    "Viewed Product": 1,
+    "Added to Cart": 1,
+    "Started Checkout": 1,
+    "Placed Order": 1,
+    "Ordered Product": 2,
+    "Fulfilled Order": 1,
+    "Cancelled Order": 1,
+    "Refunded Order": 1,
+}
+JOURNEY_ACCEPTED = {
+    "events": 10,
+    "profile_import": 1,
+    "subscribe": 1,
+    "catalog_create": 2,
+    "catalog_update": 2,
+}

@@ -40,6 +40,8 @@ from kafka_klaviyo_dev.samples import (
 from tests.fixtures_emulator import RunningEmulator
 from tests.support import (
     DEAD_LETTER_HEADERS,
+    JOURNEY_ACCEPTED,
+    JOURNEY_METRICS,
     CommitSampler,
     Stack,
     accounts_config,
@@ -395,25 +397,6 @@ def test_one_accounts_outage_never_delays_the_other_account(stack: Stack, tmp_pa
 
 
 # -- 5. every event type, through the process -----------------------------------------------------
-
-JOURNEY_METRICS = {
-    "Active on Site": 1,
-    "Viewed Product": 1,
-    "Added to Cart": 1,
-    "Started Checkout": 1,
-    "Placed Order": 1,
-    "Ordered Product": 2,
-    "Fulfilled Order": 1,
-    "Cancelled Order": 1,
-    "Refunded Order": 1,
-}
-JOURNEY_ACCEPTED = {
-    "events": sum(JOURNEY_METRICS.values()),
-    "profile_import": 1,
-    "subscribe": 1,
-    "catalog_create": 2,
-    "catalog_update": 2,
-}
 
 
 def test_every_event_type_of_the_guides_journey_reaches_klaviyo(stack: Stack) -> None:

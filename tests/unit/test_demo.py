@@ -25,28 +25,9 @@ from kafka_klaviyo_dev.samples import (
     product_deleted,
     subscription_changed,
 )
+from tests.support import JOURNEY_ACCEPTED, JOURNEY_METRICS
 
 CATALOG = SchemaCatalog.load()
-
-#: The guide's journey, counted by hand from the guide (two books, one order of two lines).
-JOURNEY_METRICS = {
-    "Active on Site": 1,
-    "Viewed Product": 1,
-    "Added to Cart": 1,
-    "Started Checkout": 1,
-    "Placed Order": 1,
-    "Ordered Product": 2,
-    "Fulfilled Order": 1,
-    "Cancelled Order": 1,
-    "Refunded Order": 1,
-}
-JOURNEY_ACCEPTED = {
-    "events": 10,
-    "profile_import": 1,
-    "subscribe": 1,
-    "catalog_create": 2,
-    "catalog_update": 2,
-}
 
 
 def test_the_guides_journey_expects_every_metric_and_endpoint_of_the_guide() -> None:
