@@ -40,11 +40,18 @@ LIVE = History()
 
 @dataclass(frozen=True, slots=True)
 class EncodedItem:
-    """One item as JSON bytes, plus the group it belongs to (events group per profile)."""
+    """One item as JSON bytes, plus the group it belongs to (events group per profile).
+
+    Catalog items also carry the ids of the categories they name (which must exist before
+    the item refers to them) and, for an upsert, the item to create if the update finds
+    none (``fallback``, JSON of the create endpoint's item).
+    """
 
     json: bytes
     group_key: bytes | None = None
     group_overhead: int = 0
+    requires: tuple[str, ...] = ()
+    fallback: bytes | None = None
 
     def cost(self, groups: set[bytes] | None) -> int:
         """Bytes this item adds to a body that already holds ``groups``."""
@@ -274,6 +281,36 @@ def _formats(history: History) -> dict[Endpoint, BodyFormat]:
     }
 
 
+class CatalogItemBodyFormat(ResourceListBodyFormat):
+    """Catalog item create and update: items that name categories, and upserts' fallbacks."""
+
+    def __init__(self, job_type: str) -> None:
+        super().__init__(job_type, "items", "catalog-item", with_list=False)
+
+    def encode(self, operation: Operation) -> EncodedItem:
+        item = super().encode(operation)
+        payload = operation.payload
+        assert not isinstance(payload, EventPayload)  # super().encode refused events
+        fallback = operation.fallback
+        return EncodedItem(
+            item.json,
+            requires=category_ids(payload),
+            fallback=self._item_head + orjson.dumps(fallback)[1:] if fallback else None,
+        )
+
+
+def category_ids(payload: dict[str, Any]) -> tuple[str, ...]:
+    """The catalog category ids a catalog item payload names (``relationships.categories``)."""
+    relationships = payload.get("relationships")
+    categories = relationships.get("categories") if isinstance(relationships, dict) else None
+    data = categories.get("data") if isinstance(categories, dict) else None
+    if not isinstance(data, list):
+        return ()
+    return tuple(
+        ref["id"] for ref in data if isinstance(ref, dict) and isinstance(ref.get("id"), str)
+    )
+
+
 _SHARED: dict[Endpoint, BodyFormat] = {
     Endpoint.PROFILES: ResourceListBodyFormat(
         "profile-bulk-import-job", "profiles", "profile", with_list=False
@@ -281,12 +318,8 @@ _SHARED: dict[Endpoint, BodyFormat] = {
     Endpoint.UNSUBSCRIBE: ResourceListBodyFormat(
         "profile-subscription-bulk-delete-job", "profiles", "profile", with_list=True
     ),
-    Endpoint.CATALOG_CREATE: ResourceListBodyFormat(
-        "catalog-item-bulk-create-job", "items", "catalog-item", with_list=False
-    ),
-    Endpoint.CATALOG_UPDATE: ResourceListBodyFormat(
-        "catalog-item-bulk-update-job", "items", "catalog-item", with_list=False
-    ),
+    Endpoint.CATALOG_CREATE: CatalogItemBodyFormat("catalog-item-bulk-create-job"),
+    Endpoint.CATALOG_UPDATE: CatalogItemBodyFormat("catalog-item-bulk-update-job"),
     Endpoint.CATALOG_DELETE: ResourceListBodyFormat(
         "catalog-item-bulk-delete-job", "items", "catalog-item", with_list=False
     ),

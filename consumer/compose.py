@@ -31,6 +31,7 @@ from consumer.commit import Committer, PartitionKey
 from consumer.dead_letter import DeadLetterBudget, DeadLetterWriter, KafkaProducer
 from consumer.decode import Decoder
 from consumer.deliver.client import KlaviyoClient
+from consumer.deliver.jobs import JobTracker
 from consumer.deliver.scheduler import DeliveryScheduler
 from consumer.deliver.sender import Backoff, RetryAfterBounds, Sender
 from consumer.errors import ConfigError
@@ -166,6 +167,7 @@ def build_service(
         on_latency=metrics.commit_seconds.observe,
         metadata=commit_metadata,
     )
+    jobs = JobTracker(sender, settings.jobs)
     pipeline = Pipeline(
         decoder=translation.decoder,
         translator=translator,
@@ -175,7 +177,9 @@ def build_service(
             sender,
             per_key=delivery.max_concurrent_requests,
             threads_per_account=delivery.threads_per_account,
+            gate=lambda batch: batch.endpoint.spec.job is None or jobs.room(),
         ),
+        jobs=jobs,
         dead_letters=dead_letters,
         committer=committer,
         metrics=metrics,

@@ -14,6 +14,7 @@ boundary where they happen (``raise ... from exc``) so callers only ever see the
     │   │   └── UnmappedRecordError   a record type no translation rule maps
     │   ├── TranslationError   stage "translate": carries the rule and the output field
     │   └── RejectedItemError  stage "deliver": Klaviyo refused this item (400, or 413 alone)
+    │       └── JobItemError   stage "job": the job Klaviyo accepted failed this item later
     ├── DeliveryError          talking to Klaviyo failed
     │   ├── TransientDeliveryError    408/429/5xx/timeout/connection: retry, never dead-letter
     │   ├── BadRequestError           a 400 about items: narrowed to the offending items
@@ -123,6 +124,13 @@ class RejectedItemError(MessageError):
     ) -> None:
         super().__init__(message, record_name=record_name, detail=detail)
         self.http_status = http_status
+
+
+class JobItemError(RejectedItemError):
+    """Klaviyo accepted the request (202), and its job then failed this item (or was
+    cancelled, or gave no outcome in time); ``detail`` names the job and Klaviyo's error."""
+
+    stage = "job"
 
 
 class DeliveryError(KafkaKlaviyoError):

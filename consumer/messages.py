@@ -28,6 +28,8 @@ def header_pairs(headers: Headers | None) -> list[tuple[str, bytes | str | None]
     if headers is None:
         return []
     return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
 # As confluent-kafka gives them: a list of pairs (a dict when a producer was given one).
 Headers = list[tuple[str, bytes | str | None]] | dict[str, bytes | str | None]
 
@@ -113,6 +115,9 @@ class Operation:
     dedup_key: tuple[str, ...] | None = None
     # Items with different groups never share a request (e.g. the list of a subscription).
     group: str | None = None
+    # What to create when Klaviyo's job reports that the item to update does not exist
+    # (a catalog upsert: update first, create only the items that turn out to be new).
+    fallback: JSONDict | None = None
 
     @property
     def state_key(self) -> tuple[Hashable, ...] | None:

@@ -39,7 +39,7 @@ class Metrics:
         self.messages = Counter(
             "kafka_klaviyo_messages",
             "Kafka messages by the stage they reached and its outcome "
-            "(translate/translated; decode, translate or deliver/dead_lettered).",
+            "(translate/translated; decode, translate, deliver or job/dead_lettered).",
             ["stage", "outcome"],
             registry=registry,
         )
@@ -126,6 +126,32 @@ class Metrics:
         self.paused = Gauge(
             "kafka_klaviyo_paused_partitions",
             "Partitions paused (too much in flight, or waiting for the Schema Registry).",
+            registry=registry,
+        )
+        self.job_seconds = Histogram(
+            "kafka_klaviyo_job_duration_seconds",
+            "Time from Klaviyo accepting a job (profile import, catalog items) to its outcome, "
+            "by endpoint.",
+            ["endpoint"],
+            buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0),
+            registry=registry,
+        )
+        self.job_failed_items = Counter(
+            "kafka_klaviyo_job_failed_items",
+            "Items Klaviyo's jobs failed after accepting them (their messages are "
+            "dead-lettered at stage job), by endpoint and account.",
+            ["endpoint", "account"],
+            registry=registry,
+        )
+        self.job_created_items = Counter(
+            "kafka_klaviyo_job_created_items",
+            "Upserted catalog items that did not exist, created after their update job said so.",
+            ["account"],
+            registry=registry,
+        )
+        self.jobs_pending = Gauge(
+            "kafka_klaviyo_jobs_pending",
+            "Klaviyo jobs accepted and followed, without an outcome yet.",
             registry=registry,
         )
         self.last_poll = time.monotonic()

@@ -34,8 +34,10 @@ from consumer.batch import Batching
 from consumer.commit import Committer, MessageTicket, PartitionKey
 from consumer.dead_letter import DeadLetterWriter
 from consumer.decode import Decoder
+from consumer.deliver.jobs import JobsDone, JobTracker
 from consumer.deliver.scheduler import DeliveryScheduler, Finished
 from consumer.deliver.sender import Backoff, BatchOutcome
+from consumer.endpoints import Endpoint
 from consumer.errors import MessageError, RejectedItemError, SchemaRegistryUnavailableError
 from consumer.messages import DecodedRecord, KafkaMessage, Operation
 from consumer.metrics import Metrics
@@ -86,6 +88,7 @@ class Pipeline:
         committer: Committer,
         metrics: Metrics,
         registry_backoff: Backoff,
+        jobs: JobTracker | None = None,
         dead_letter_flush_min_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,6 +98,7 @@ class Pipeline:
         self._batching = batching
         self._deliveries = deliveries
         self._dead_letters = dead_letters
+        self._jobs = jobs
         self.committer = committer
         self.metrics = metrics
         self._translated = metrics.messages.labels("translate", "translated")
@@ -155,6 +159,8 @@ class Pipeline:
         for batch in self._batching.due(hold=self._deliveries.hold):
             self._deliveries.submit(batch)
         self._apply(self._deliveries.collect())
+        if self._jobs is not None:
+            self._apply_jobs(self._jobs.collect())
         self._dead_letters.poll()
         if self._parked:
             self._retry_parked()
@@ -164,9 +170,11 @@ class Pipeline:
         return self.committer.in_flight()
 
     def held_items(self) -> int:
-        """Klaviyo items in batches not finished yet (open, waiting, queued or running)."""
+        """Klaviyo items in batches not finished yet (open, waiting, queued, running, or
+        waiting for their job's outcome)."""
         batches = [*self._batching.open(), *self._deliveries.batches()]
-        return sum(len(batch.entries) for batch in batches)
+        waiting = self._jobs.pending_items() if self._jobs is not None else 0
+        return sum(len(batch.entries) for batch in batches) + waiting
 
     def parked_partitions(self) -> set[PartitionKey]:
         """Partitions waiting for the Schema Registry: keep them paused."""
@@ -201,6 +209,8 @@ class Pipeline:
     def close(self) -> None:
         """Abandon delivery: unfinished batches are never reported, so never committed."""
         self._deliveries.close()
+        if self._jobs is not None:
+            self._jobs.close()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -224,10 +234,34 @@ class Pipeline:
             if remaining <= 0:
                 break
             self._apply(self._deliveries.collect(timeout_s=min(remaining, 0.2)))
+            if self._jobs is not None:
+                self._apply_jobs(self._jobs.collect())
             self._dead_letters.poll()
+        if partitions is None and self._jobs is not None:
+            self._await_jobs(deadline)
         flush_s = max(deadline - self._clock(), self._flush_min_s)
         self._dead_letters.flush(flush_s)
         return unfinished() == 0
+
+    def _await_jobs(self, deadline: float) -> None:
+        """Shutdown: wait (within the grace) for the outcomes of jobs still followed, so
+        their failed items are dead-lettered; name the ones left without one."""
+        jobs = self._jobs
+        assert jobs is not None
+        while not jobs.idle() and self._clock() < deadline:
+            self._apply_jobs(jobs.collect())
+            self._dead_letters.poll()
+            time.sleep(min(0.1, max(0.0, deadline - self._clock())))
+        self._apply_jobs(jobs.collect())
+        left = list(jobs.pending())
+        if left:
+            log.warning(
+                "stopping with %d Klaviyo jobs (%d items) without an outcome: their messages "
+                "are committed, and items these jobs fail will not be dead-lettered: %s",
+                len(left),
+                sum(items for _, _, items in left),
+                ", ".join(f"{path}/{job_id}" for path, job_id, _ in left[:20]),
+            )
 
     def _release(self, partitions: list[PartitionKey]) -> None:
         for key in partitions:
@@ -249,7 +283,32 @@ class Pipeline:
                 for entry, error in outcome.rejected:
                     for ticket in entry.tickets:
                         self._reject(ticket, error)
+                if outcome.jobs and self._jobs is not None:
+                    # Delivered (committable) now; the batch holds its state keys until its
+                    # jobs have an outcome, so a later change of the same state waits.
+                    self._jobs.follow(done.batch, outcome.jobs)
+                    continue
             self._batching.finished(done.batch)
+
+    def _apply_jobs(self, done: list[JobsDone]) -> None:
+        """Batches whose jobs have an outcome: dead-letter the items the jobs failed."""
+        metrics = self.metrics
+        for jobs in done:
+            batch = jobs.batch
+            account = batch.account
+            for endpoint, seconds in jobs.latencies:
+                metrics.job_seconds.labels(endpoint.name.lower()).observe(seconds)
+            if jobs.created:
+                metrics.job_created_items.labels(account).inc(jobs.created)
+            for entry, error in jobs.failed:
+                endpoint_name = str(error.detail.get("endpoint", batch.endpoint.spec.path))
+                metrics.job_failed_items.labels(_endpoint_label(endpoint_name), account).inc()
+                for ticket in entry.all_tickets():
+                    error.record_name = ticket.record_name
+                    self._dead_letter(ticket, error, confirmed=_no_ticket)
+            self._batching.finished(batch)
+        if self._jobs is not None:
+            metrics.jobs_pending.set(self._jobs.pending_jobs())
 
     def _count_batch(self, outcome: BatchOutcome) -> None:
         """The metrics of one finished batch: a few updates per batch, none per item."""
@@ -284,7 +343,14 @@ class Pipeline:
             error.record_name = ticket.record_name
             self._dead_letter(ticket, error)
 
-    def _dead_letter(self, ticket: MessageTicket, error: MessageError) -> None:
+    def _dead_letter(
+        self,
+        ticket: MessageTicket,
+        error: MessageError,
+        confirmed: Callable[[], None] | None = None,
+    ) -> None:
+        """Send the message of ``ticket`` to the dead-letter topic; ``confirmed`` runs when
+        the broker confirms it (default: the ticket's own, which lets its offset pass)."""
         self.metrics.messages.labels(error.stage, "dead_lettered").inc()
         self.metrics.dead_letters.labels(error.stage, type(error).__name__).inc()
         log.warning(
@@ -295,7 +361,7 @@ class Pipeline:
             error.stage,
             error,
         )
-        self._dead_letters.send(ticket.message, error, ticket.dead_letter_confirmed)
+        self._dead_letters.send(ticket.message, error, confirmed or ticket.dead_letter_confirmed)
 
     # -- the Schema Registry is down -----------------------------------------------------
 
@@ -339,3 +405,16 @@ class Pipeline:
         if since is not None:
             self._registry_down_since = None
             log.info("Schema Registry outage ended after %.1fs", self._clock() - since)
+
+
+def _no_ticket() -> None:
+    """A job's failed item is dead-lettered after its message was committed: no offset
+    waits for the confirmation."""
+
+
+def _endpoint_label(path: str) -> str:
+    """The metric label of an endpoint path (as the other metrics name endpoints)."""
+    for endpoint in Endpoint:
+        if endpoint.spec.path == path:
+            return endpoint.name.lower()
+    return path

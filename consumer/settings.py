@@ -234,6 +234,27 @@ class DeliverySettings(_Section):
         return self
 
 
+class JobsSettings(_Section):
+    """How the outcomes of Klaviyo's asynchronous jobs (profile import, catalog items) are
+    followed (consumer.deliver.jobs)."""
+
+    # Polls of one job back off from the first to the last figure.
+    poll_initial_s: float = Field(1.0, gt=0, le=600)
+    poll_max_s: float = Field(30.0, gt=0, le=3600)
+    # A job without an outcome after this long has its items dead-lettered.
+    timeout_s: float = Field(3600.0, gt=0)
+    # Items waiting for their job's outcome above which no new job batch starts.
+    max_pending_items: int = Field(100_000, ge=1)
+    # Times the items of a job Klaviyo cancelled are sent again before they are dead-lettered.
+    resubmits: int = Field(2, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> JobsSettings:
+        if self.poll_initial_s > self.poll_max_s:
+            raise ValueError("jobs.poll_initial_s: must not exceed poll_max_s")
+        return self
+
+
 class ObservabilitySettings(_Section):
     """Logs and the metrics/health HTTP endpoint."""
 
@@ -256,6 +277,7 @@ class Settings(BaseSettings):
     klaviyo: KlaviyoSettings = Field(default_factory=KlaviyoSettings)  # type: ignore[arg-type]
     batch: BatchSettings = Field(default_factory=BatchSettings)  # type: ignore[arg-type]
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # type: ignore[arg-type]
+    jobs: JobsSettings = Field(default_factory=JobsSettings)  # type: ignore[arg-type]
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)  # type: ignore[arg-type]
     dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)  # type: ignore[arg-type]
     rules: RulesSettings = Field(default_factory=RulesSettings)  # type: ignore[arg-type]

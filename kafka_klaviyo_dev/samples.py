@@ -663,8 +663,9 @@ _METRICS: dict[str, tuple[str, ...]] = {
 #: default rules post one item to, per record.
 _STATE_ENDPOINTS: dict[str, tuple[str, ...]] = {
     CUSTOMER_UPSERTED: ("profile_import",),
-    # Klaviyo has no bulk upsert: an item goes to both Create and Update (README, Products).
-    PRODUCT_UPSERTED: ("catalog_create", "catalog_update"),
+    # Klaviyo has no bulk upsert: an item is updated, and created only when the update's job
+    # says it does not exist (README, Products).
+    PRODUCT_UPSERTED: ("catalog_update",),
     PRODUCT_DELETED: ("catalog_delete",),
 }
 

@@ -1,4 +1,5 @@
-"""The Klaviyo HTTP client: one POST per bulk request, responses translated to typed errors.
+"""The Klaviyo HTTP client: bulk POSTs, job GETs and category creates, answers translated to
+typed errors.
 
 This is the only module that touches httpx. Everything that goes wrong on the wire leaves it
 as a :mod:`consumer.errors` type:
@@ -18,6 +19,7 @@ The API key is sent in a header and never logged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -44,6 +46,23 @@ class RateLimitState:
     limit: int | None
     remaining: int | None
     reset_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A 2xx answer: its status, its JSON document (None when empty) and its rate-limit
+    headers."""
+
+    status: int
+    document: dict[str, Any] | None
+    rate_limit: RateLimitState
+
+    @property
+    def job_id(self) -> str | None:
+        """The id of the job a bulk POST started (``data.id``), if the answer names one."""
+        data = self.document.get("data") if self.document is not None else None
+        job_id = data.get("id") if isinstance(data, dict) else None
+        return job_id if isinstance(job_id, str) and job_id else None
 
 
 class KlaviyoClient:
@@ -74,23 +93,44 @@ class KlaviyoClient:
             transport=transport,
         )
 
-    def post(self, endpoint: Endpoint, body: bytes) -> RateLimitState:
-        """POST one bulk body; returns the rate-limit headers of the 2xx answer."""
-        path = endpoint.spec.path
+    def post(self, endpoint: Endpoint, body: bytes) -> Answer:
+        """POST one bulk body; returns the 2xx answer (a job endpoint's names its job)."""
+        return self.request("POST", endpoint.spec.path, content=body)
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> Answer:
+        """GET a job's status or its errors (``path`` relative to the base URL)."""
+        return self.request("GET", path, params=params)
+
+    def create(self, path: str, body: bytes, *, exists_ok: bool = True) -> Answer:
+        """POST one resource (a catalog category); with ``exists_ok`` a 409 (it exists
+        already) is an answer, not an error."""
+        return self.request("POST", path, content=body, conflict_ok=exists_ok)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+        conflict_ok: bool = False,
+    ) -> Answer:
+        """One request; anything but a 2xx (or an allowed 409) leaves as a typed error."""
+        what = f"{method} {path}"
         try:
-            response = self._client.post(path, content=body)
+            response = self._client.request(method, path, content=content, params=params)
         except httpx.TimeoutException as exc:
-            raise TransientDeliveryError(f"POST {path}: timed out ({type(exc).__name__})") from exc
+            raise TransientDeliveryError(f"{what}: timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise TransientDeliveryError(
-                f"POST {path}: connection failed ({type(exc).__name__})"
+                f"{what}: connection failed ({type(exc).__name__})"
             ) from exc
         status = response.status_code
-        if status < 300:
-            return _rate_limit_state(response.headers)
+        if status < 300 or (status == 409 and conflict_ok):
+            return Answer(status, _document(response), _rate_limit_state(response.headers))
         if status in _RETRYABLE_STATUS or status >= 500:
             raise TransientDeliveryError(
-                f"POST {path}: HTTP {status}",
+                f"{what}: HTTP {status}",
                 http_status=status,
                 retry_after=_retry_after(response.headers),
             )
@@ -100,7 +140,7 @@ class KlaviyoClient:
                 f"{_first_detail(response)}; check KLAVIYO_API_KEY and its scopes"
             )
         if status == 413:
-            raise PayloadTooLargeError(f"POST {path}: HTTP 413, the body is too large")
+            raise PayloadTooLargeError(f"{what}: HTTP 413, the body is too large")
         errors = _errors(response)
         if status in _REQUEST_STATUS or not any(_pointer(error) for error in errors):
             # Nothing in the answer names an item: the request itself is wrong (a revision
@@ -110,7 +150,7 @@ class KlaviyoClient:
                 f"{_describe(errors)}",
                 http_status=status,
             )
-        raise BadRequestError(f"POST {path}: HTTP {status}", http_status=status, errors=errors)
+        raise BadRequestError(f"{what}: HTTP {status}", http_status=status, errors=errors)
 
     def close(self) -> None:
         self._client.close()
@@ -142,12 +182,19 @@ def _rate_limit_state(headers: httpx.Headers) -> RateLimitState:
     )
 
 
-def _errors(response: httpx.Response) -> list[dict[str, object]]:
+def _document(response: httpx.Response) -> dict[str, Any] | None:
+    if not response.content:
+        return None
     try:
         document = orjson.loads(response.content)
     except orjson.JSONDecodeError:
-        return []
-    errors = document.get("errors") if isinstance(document, dict) else None
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _errors(response: httpx.Response) -> list[dict[str, object]]:
+    document = _document(response)
+    errors = document.get("errors") if document is not None else None
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
 
 

@@ -18,8 +18,9 @@ Everything but the delivery itself runs on the poll-loop thread: :meth:`submit` 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -45,8 +46,18 @@ class _Running:
 class DeliveryScheduler:
     """Runs closed batches on per-account thread pools, in order where order matters."""
 
-    def __init__(self, sender: Sender, *, per_key: int, threads_per_account: int) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        per_key: int,
+        threads_per_account: int,
+        gate: Callable[[Batch], bool] | None = None,
+    ) -> None:
+        """``gate`` says whether a queued batch may start now (False keeps it queued: the
+        job tracker's bound on items waiting for their jobs)."""
         self._sender = sender
+        self._gate = gate
         self._per_key = per_key
         self._threads = threads_per_account
         self._pools: dict[str, ThreadPoolExecutor] = {}
@@ -76,7 +87,12 @@ class DeliveryScheduler:
         as a whole, a bug): those stop the process.
         """
         if not self._running:
-            return []
+            if self._queued:
+                self._dispatch()  # a gate may have opened since
+            if not self._running:
+                if timeout_s > 0 and self._queued:
+                    time.sleep(min(timeout_s, 0.05))  # gated: wait a little, not spin
+                return []
         if timeout_s > 0:
             done, _ = wait(self._running, timeout=timeout_s, return_when=FIRST_COMPLETED)
         else:
@@ -169,6 +185,7 @@ class DeliveryScheduler:
                 queue
                 and self._key_active[key] < self._per_key
                 and self._account_active[account] < self._threads
+                and (self._gate is None or self._gate(queue[0]))
             ):
                 self._start(queue.popleft())
             if not queue:

@@ -45,7 +45,9 @@ from consumer.errors import (
 )
 from consumer.redact import mask
 
-from .client import KlaviyoClient
+from . import categories
+from .categories import Categories
+from .client import Answer, KlaviyoClient
 from .ratelimit import LimiterStopped, RateLimiter, wait_any
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,18 @@ log = logging.getLogger(__name__)
 
 class DeliveryAborted(Exception):
     """The batch was cancelled (or the sender stopped) before it was delivered."""
+
+
+@dataclass(slots=True)
+class SubmittedJob:
+    """One accepted request to a job endpoint: Klaviyo's job id, and the entries it carried
+    with their layout in the body (the job's error pointers name them)."""
+
+    endpoint: Endpoint
+    job_id: str
+    entries: list[BatchEntry]
+    layout: list[list[int]]
+    accepted_at: float
 
 
 @dataclass(slots=True)
@@ -69,6 +83,8 @@ class BatchOutcome:
     # pipeline turns them into metrics on the poll-loop thread.
     request_seconds: list[float] = field(default_factory=list)
     accepted_at: float = 0.0
+    # Accepted requests whose job says later which items failed (consumer.deliver.jobs).
+    jobs: list[SubmittedJob] = field(default_factory=list)
 
 
 class Backoff:
@@ -115,8 +131,10 @@ class Sender:
         self._share = rate_limit_share
         self._retry_after = retry_after or RetryAfterBounds()
         self._limiters: dict[tuple[str, Endpoint], RateLimiter] = {}
+        self._other_limiters: dict[tuple[str, str], RateLimiter] = {}
         self._limiters_lock = threading.Lock()
         self._outages = Outages()
+        self.categories = Categories(self._call_categories)
 
     def limiter(self, account: str, endpoint: Endpoint) -> RateLimiter:
         """The shared limiter of one account's endpoint."""
@@ -135,6 +153,90 @@ class Sender:
                 self._limiters[key] = limiter
             return limiter
 
+    def limiter_for(self, key: tuple[str, str], burst: int, steady: int) -> RateLimiter:
+        """A shared limiter of one account's other requests (job GETs, category creates),
+        keyed by (account, what), under the same share as the bulk endpoints."""
+        with self._limiters_lock:
+            limiter = self._other_limiters.get(key)
+            if limiter is None:
+                if self._share is None:
+                    limiter = RateLimiter(1_000_000, 60_000_000)
+                else:
+                    limiter = RateLimiter(burst, steady, share=self._share)
+                self._other_limiters[key] = limiter
+            return limiter
+
+    def call(
+        self,
+        account: str,
+        endpoint: Endpoint,
+        limiter: RateLimiter,
+        request: Callable[[KlaviyoClient], Answer],
+        cancelled: threading.Event,
+    ) -> Answer:
+        """One request of ``account`` about ``endpoint`` (a job GET, a category create),
+        retried through outages and 429s exactly like a bulk POST; a refusal propagates.
+        DeliveryAborted if ``cancelled`` or the sender's stop is set meanwhile."""
+        client = self._clients[account]
+        attempt = 0
+        while True:
+            try:
+                limiter.acquire(cancelled, self._stop)
+            except LimiterStopped:
+                raise DeliveryAborted from None
+            try:
+                answer = request(client)
+            except TransientDeliveryError as exc:
+                self._outages.failed(account, endpoint, exc)
+                if self._wait_to_retry(exc, limiter, attempt, cancelled):
+                    raise DeliveryAborted from exc
+                attempt += 1
+                continue
+            limiter.observe(answer.rate_limit)
+            self._outages.recovered(account, endpoint)
+            return answer
+
+    def _wait_to_retry(
+        self,
+        exc: TransientDeliveryError,
+        limiter: RateLimiter,
+        attempt: int,
+        cancelled: threading.Event,
+    ) -> bool:
+        """Wait before retrying after ``exc``: Retry-After for every thread of the limiter,
+        else backoff; True if stopped meanwhile."""
+        if exc.retry_after is not None:
+            # Honour Retry-After for every thread on this endpoint: the limiter holds them
+            # all until it has elapsed.
+            wait = self._retry_after.clamp(exc.retry_after)
+            if wait != exc.retry_after:
+                log.warning(
+                    "%s: Retry-After %gs is outside [%g, %g]s; waiting %gs",
+                    exc,
+                    exc.retry_after,
+                    self._retry_after.min_s,
+                    self._retry_after.max_s,
+                    wait,
+                )
+            limiter.retry_after(wait)
+            return False
+        delay = self._backoff.delay(attempt)
+        # One line when the outage begins and one when it ends (Outages): each retry only at
+        # DEBUG.
+        log.debug("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt + 1)
+        return wait_any((cancelled, self._stop), delay)
+
+    def _call_categories(
+        self,
+        account: str,
+        request: Callable[[KlaviyoClient], Answer],
+        cancelled: threading.Event,
+    ) -> Answer:
+        limiter = self.limiter_for(
+            (account, categories.PATH), categories.BURST_PER_SECOND, categories.STEADY_PER_MINUTE
+        )
+        return self.call(account, Endpoint.CATALOG_CREATE, limiter, request, cancelled)
+
     def paced(self, account: str, endpoint: Endpoint) -> bool:
         """Whether a partly filled request to ``endpoint`` may go now (see
         :meth:`RateLimiter.paced`)."""
@@ -149,7 +251,8 @@ class Sender:
         live = _live(batch, batch.entries)
         if not live:
             raise DeliveryAborted  # nothing of it is ours any more
-        work: list[list[BatchEntry]] = [live]
+        live = self._with_categories(batch, live, outcome, cancelled)
+        work: list[list[BatchEntry]] = [live] if live else []
         # Entries refused alone with an error that names no item, and that error's identity.
         pointerless: list[tuple[BatchEntry, RejectedItemError, str]] = []
         size = len(live)
@@ -176,9 +279,7 @@ class Sender:
                     if rest:
                         work.append(rest)
                 elif len(entries) == 1:
-                    pointerless.append(
-                        (entries[0], _rejection(refusal, None), _signature(refusal))
-                    )
+                    pointerless.append((entries[0], rejection(refusal, None), _signature(refusal)))
                 else:
                     work += _halves(entries)
             elif isinstance(refusal, PayloadTooLargeError):
@@ -194,6 +295,30 @@ class Sender:
             else:
                 outcome.delivered += entries
         return outcome
+
+    def _with_categories(
+        self,
+        batch: Batch,
+        entries: list[BatchEntry],
+        outcome: BatchOutcome,
+        cancelled: threading.Event,
+    ) -> list[BatchEntry]:
+        """Create the categories the items name before they refer to them; the entries
+        naming a category Klaviyo refused are refused with its error."""
+        required = [category for entry in entries for category in entry.item.requires]
+        if not required:
+            return entries
+        refused = self.categories.ensure(batch.account, required, cancelled)
+        if not refused:
+            return entries
+        kept = []
+        for entry in entries:
+            error = next((refused[c] for c in entry.item.requires if c in refused), None)
+            if error is None:
+                kept.append(entry)
+            else:
+                outcome.rejected.append((entry, error))
+        return kept
 
     def _resolve_pointerless(
         self,
@@ -254,10 +379,13 @@ class Sender:
             outcome.requests += 1
             started = time.perf_counter()
             try:
-                limiter.observe(client.post(batch.endpoint, body))
+                answer = client.post(batch.endpoint, body)
+                limiter.observe(answer.rate_limit)
                 outcome.request_seconds.append(time.perf_counter() - started)
                 outcome.accepted_at = time.time()
                 self._outages.recovered(batch.account, batch.endpoint)
+                if batch.endpoint.spec.job is not None:
+                    self._follow(answer, batch, entries, layout, outcome)
                 return entries, layout, None
             except (BadRequestError, PayloadTooLargeError) as refusal:
                 outcome.request_seconds.append(time.perf_counter() - started)
@@ -269,28 +397,10 @@ class Sender:
                 outcome.retries += 1
                 if exc.http_status == 429:
                     outcome.throttled += 1
-                if exc.retry_after is not None:
-                    # Honour Retry-After for every thread on this endpoint: the limiter holds
-                    # them all until it has elapsed.
-                    wait = self._retry_after.clamp(exc.retry_after)
-                    if wait != exc.retry_after:
-                        log.warning(
-                            "%s: Retry-After %gs is outside [%g, %g]s; waiting %gs",
-                            exc,
-                            exc.retry_after,
-                            self._retry_after.min_s,
-                            self._retry_after.max_s,
-                            wait,
-                        )
-                    limiter.retry_after(wait)
-                else:
-                    delay = self._backoff.delay(attempt)
+                if self._wait_to_retry(exc, limiter, attempt, cancelled):
+                    raise DeliveryAborted from exc
+                if exc.retry_after is None:
                     attempt += 1
-                    # One line when the outage begins and one when it ends (Outages): each
-                    # retry only at DEBUG.
-                    log.debug("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt)
-                    if wait_any((cancelled, self._stop), delay):
-                        raise DeliveryAborted from exc
             # Work of partitions revoked or lost meanwhile is not sent again.
             live = _live(batch, entries)
             if not live:
@@ -298,6 +408,27 @@ class Sender:
             if len(live) != len(entries):
                 entries = live
                 body, layout = fmt.assemble(entries, batch.group)
+
+    @staticmethod
+    def _follow(
+        answer: Answer,
+        batch: Batch,
+        entries: list[BatchEntry],
+        layout: list[list[int]],
+        outcome: BatchOutcome,
+    ) -> None:
+        job_id = answer.job_id
+        if job_id is None:
+            # Klaviyo always names the job; an answer without one cannot be followed.
+            log.warning(
+                "%s: the 202 named no job; the outcome of its %d items is not followed",
+                batch.endpoint.spec.path,
+                len(entries),
+            )
+            return
+        outcome.jobs.append(
+            SubmittedJob(batch.endpoint, job_id, entries, layout, outcome.accepted_at)
+        )
 
 
 class Outages:
@@ -380,7 +511,7 @@ def _narrow(
         if not isinstance(pointer, str):
             continue
         for index in entries_for_pointer(pointer, layout) or ():
-            bad.setdefault(index, _rejection(exc, error))
+            bad.setdefault(index, rejection(exc, error))
     return bad
 
 
@@ -391,7 +522,7 @@ def _signature(exc: BadRequestError) -> str:
     ).decode()
 
 
-def _rejection(exc: BadRequestError, error: dict[str, object] | None) -> RejectedItemError:
+def rejection(exc: BadRequestError, error: dict[str, object] | None) -> RejectedItemError:
     if error is None:
         first = exc.errors[0] if exc.errors else {}
         detail: dict[str, object] = {

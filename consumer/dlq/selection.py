@@ -20,7 +20,7 @@ import click
 
 from consumer.dlq.records import DeadLetterRecord
 
-STAGES = ("decode", "translate", "deliver")
+STAGES = ("decode", "translate", "deliver", "job")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -174,12 +174,11 @@ def catalog_item(
     categories: Any,
     where: Mapping[str, Where],
 ) -> list[Operation]:
-    """Catalog item create, update, or both for ``upsert``.
+    """Catalog item create, update, or ``upsert``.
 
-    Klaviyo has no bulk upsert. ``upsert`` sends the full item to both Create (which fails for
-    an item that exists) and Update (which fails for one that does not); whichever applies
-    lands, and both carry the same state, so the outcome does not depend on which of the two
-    requests Klaviyo processes first.
+    Klaviyo has no bulk upsert. ``upsert`` updates the item, carrying the full item to create
+    as its fallback: the create is sent only for items the update job reports missing
+    (:mod:`consumer.deliver.jobs`), so an upsert of an item that exists costs one item write.
     """
     for key in ("title", "description", "url"):
         if mode != "update" and not isinstance(attributes.get(key), str):
@@ -196,26 +195,26 @@ def catalog_item(
                 ]
             }
         }
-    out: list[Operation] = []
     dedup_key = (item_id,)
+    create: dict[str, Any] | None = None
     if mode in ("create", "upsert"):
-        create: dict[str, Any] = {
-            "external_id": external_id,
-            "integration_type": "$custom",
-            "catalog_type": "$default",
-            **attributes,
+        create = {
+            "attributes": {
+                "external_id": external_id,
+                "integration_type": "$custom",
+                "catalog_type": "$default",
+                **attributes,
+            }
         }
-        payload: dict[str, Any] = {"attributes": create}
         if relationships is not None:
-            payload["relationships"] = relationships
-        out.append(Operation(Endpoint.CATALOG_CREATE, payload, dedup_key))
-    if mode in ("update", "upsert"):
-        update = {k: v for k, v in attributes.items() if k not in _CREATE_ONLY}
-        payload = {"id": item_id, "attributes": update}
-        if relationships is not None:
-            payload["relationships"] = relationships
-        out.append(Operation(Endpoint.CATALOG_UPDATE, payload, dedup_key))
-    return out
+            create["relationships"] = relationships
+        if mode == "create":
+            return [Operation(Endpoint.CATALOG_CREATE, create, dedup_key)]
+    update = {k: v for k, v in attributes.items() if k not in _CREATE_ONLY}
+    payload: dict[str, Any] = {"id": item_id, "attributes": update}
+    if relationships is not None:
+        payload["relationships"] = relationships
+    return [Operation(Endpoint.CATALOG_UPDATE, payload, dedup_key, fallback=create)]
 
 
 def catalog_delete(external_id: str) -> Operation:

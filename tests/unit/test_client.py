@@ -61,7 +61,7 @@ def _error(status: int, detail: str, **source: str) -> dict[str, Any]:
 def _post(handler: Handler) -> RateLimitState:
     client = _client(handler)
     try:
-        return client.post(Endpoint.EVENTS, BODY)
+        return client.post(Endpoint.EVENTS, BODY).rate_limit
     finally:
         client.close()
 
