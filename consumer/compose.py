@@ -38,7 +38,7 @@ from consumer.messages import DEFAULT_ACCOUNT
 from consumer.metrics import Metrics, MetricsServer
 from consumer.pipeline import Pipeline, Translator
 from consumer.routing import AccountRouter
-from consumer.rules import rules_from_settings
+from consumer.rules import CompiledRules, rules_from_settings
 from consumer.schemas import SchemaCatalog
 from consumer.settings import Settings
 from consumer.source import KafkaConsumer, Source, consumer_config, producer_config
@@ -67,13 +67,35 @@ def build_translation(
     """The decoder, the compiled rules (or ``translator``) and the account router."""
     catalog = SchemaCatalog.load()
     if translator is None:
-        translator = rules_from_settings(settings.rules, catalog=catalog)
+        compiled = rules_from_settings(settings.rules, catalog=catalog)
+        refuse_catalog_rules(settings, compiled)
+        translator = compiled
     decoder = Decoder(
         catalog,
         registry=registry or schema_registry(settings),
         mapped_records=translator.mapped_records,
     )
     return Translation(decoder, translator, AccountRouter.from_settings(settings.routing))
+
+
+#: Rule outputs that write Klaviyo's catalog through the Catalog API.
+CATALOG_KINDS = frozenset({"catalog_item", "catalog_delete"})
+
+
+def refuse_catalog_rules(settings: Settings, rules: CompiledRules) -> None:
+    """With ``catalog.source: feed`` the catalog reaches Klaviyo as a feed, and Klaviyo takes a
+    custom catalog from the feed or the API, never both (RULES.md D21): rules that would send
+    catalog items are a ConfigError naming the setting and the rules."""
+    if settings.catalog.source != "feed":
+        return
+    named = [f"{r.name} ({r.location})" for r in rules.rules if r.kind in CATALOG_KINDS]
+    if named:
+        raise ConfigError(
+            f"catalog.source: feed, but the translation rules {', '.join(named)} would send "
+            "catalog items to Klaviyo's Catalog API, and Klaviyo takes a catalog from the feed "
+            "or the API, not both; disable those rules (enabled: false in a rules file) or set "
+            "catalog.source: api"
+        )
 
 
 @dataclass
