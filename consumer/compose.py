@@ -27,6 +27,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumer.batch import Batching
 from consumer.bodies import LIVE, History
+from consumer.catalog_feed import PRODUCT_RECORDS
 from consumer.commit import Committer, PartitionKey
 from consumer.dead_letter import DeadLetterBudget, DeadLetterWriter, KafkaProducer
 from consumer.decode import Decoder
@@ -34,7 +35,7 @@ from consumer.deliver.client import KlaviyoClient
 from consumer.deliver.scheduler import DeliveryScheduler
 from consumer.deliver.sender import Backoff, RetryAfterBounds, Sender
 from consumer.errors import ConfigError
-from consumer.messages import DEFAULT_ACCOUNT
+from consumer.messages import DEFAULT_ACCOUNT, DecodedRecord, Operation
 from consumer.metrics import Metrics, MetricsServer
 from consumer.pipeline import Pipeline, Translator
 from consumer.routing import AccountRouter
@@ -69,7 +70,7 @@ def build_translation(
     if translator is None:
         compiled = rules_from_settings(settings.rules, catalog=catalog)
         refuse_catalog_rules(settings, compiled)
-        translator = compiled
+        translator = compiled if settings.catalog.source == "api" else FeedCatalog(compiled)
     decoder = Decoder(
         catalog,
         registry=registry or schema_registry(settings),
@@ -96,6 +97,28 @@ def refuse_catalog_rules(settings: Settings, rules: CompiledRules) -> None:
             "or the API, not both; disable those rules (enabled: false in a rules file) or set "
             "catalog.source: api"
         )
+
+
+class FeedCatalog:
+    """The rules when the catalog goes to Klaviyo as a feed: product records no rule maps are
+    passed over (nothing to send, committed) instead of dead-lettered as unmapped records."""
+
+    def __init__(self, rules: Translator) -> None:
+        self._rules = rules
+        self._passed_over = PRODUCT_RECORDS - rules.mapped_records
+
+    @property
+    def mapped_records(self) -> frozenset[str]:
+        return self._rules.mapped_records | self._passed_over
+
+    @property
+    def version(self) -> str:
+        return self._rules.version
+
+    def translate(self, record: DecodedRecord) -> list[Operation]:
+        if record.record_name in self._passed_over:
+            return []
+        return self._rules.translate(record)
 
 
 @dataclass

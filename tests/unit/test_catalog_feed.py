@@ -475,3 +475,12 @@ def test_a_feed_source_with_the_catalog_rules_disabled_starts(tmp_path: Path) ->
     rules = rules_from_settings(settings.rules, catalog=CATALOG)
     refuse_catalog_rules(settings, rules)
     assert PRODUCT_UPSERTED not in rules.mapped_records
+    # `run` passes product records over (nothing to send) instead of dead-lettering them.
+    translation = build_translation(settings)
+    for name, record in ((PRODUCT_UPSERTED, _upsert("a")), (PRODUCT_DELETED, product_deleted("a"))):
+        decoded = translation.decoder.decode(encode_single_object(CATALOG, name, record))
+        assert translation.translator.translate(decoded) == []
+    visit = translation.decoder.decode(
+        encode_single_object(CATALOG, "shop.events.SiteVisited", guide_site_visit())
+    )
+    assert len(translation.translator.translate(visit)) == 1
