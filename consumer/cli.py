@@ -240,6 +240,15 @@ def _register_dlq() -> None:
 _register_dlq()
 
 
+def _register_catalog_feed() -> None:
+    from consumer.catalog_feed_cli import catalog_feed_command
+
+    cli.add_command(catalog_feed_command, "catalog-feed")
+
+
+_register_catalog_feed()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="kafka-klaviyo")

@@ -27,6 +27,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumer.batch import Batching
 from consumer.bodies import LIVE, History
+from consumer.catalog_feed import PRODUCT_RECORDS
 from consumer.commit import Committer, PartitionKey
 from consumer.dead_letter import DeadLetterBudget, DeadLetterWriter, KafkaProducer
 from consumer.decode import Decoder
@@ -35,11 +36,11 @@ from consumer.deliver.jobs import JobTracker
 from consumer.deliver.scheduler import DeliveryScheduler
 from consumer.deliver.sender import Backoff, RetryAfterBounds, Sender
 from consumer.errors import ConfigError
-from consumer.messages import DEFAULT_ACCOUNT
+from consumer.messages import DEFAULT_ACCOUNT, DecodedRecord, Operation
 from consumer.metrics import Metrics, MetricsServer
 from consumer.pipeline import Pipeline, Translator
 from consumer.routing import AccountRouter
-from consumer.rules import rules_from_settings
+from consumer.rules import CompiledRules, rules_from_settings
 from consumer.schemas import SchemaCatalog
 from consumer.settings import Settings
 from consumer.source import KafkaConsumer, Source, consumer_config, producer_config
@@ -68,13 +69,57 @@ def build_translation(
     """The decoder, the compiled rules (or ``translator``) and the account router."""
     catalog = SchemaCatalog.load()
     if translator is None:
-        translator = rules_from_settings(settings.rules, catalog=catalog)
+        compiled = rules_from_settings(settings.rules, catalog=catalog)
+        refuse_catalog_rules(settings, compiled)
+        translator = compiled if settings.catalog.source == "api" else FeedCatalog(compiled)
     decoder = Decoder(
         catalog,
         registry=registry or schema_registry(settings),
         mapped_records=translator.mapped_records,
     )
     return Translation(decoder, translator, AccountRouter.from_settings(settings.routing))
+
+
+#: Rule outputs that write Klaviyo's catalog through the Catalog API.
+CATALOG_KINDS = frozenset({"catalog_item", "catalog_delete"})
+
+
+def refuse_catalog_rules(settings: Settings, rules: CompiledRules) -> None:
+    """With ``catalog.source: feed`` the catalog reaches Klaviyo as a feed, and Klaviyo takes a
+    custom catalog from the feed or the API, never both (RULES.md D21): rules that would send
+    catalog items are a ConfigError naming the setting and the rules."""
+    if settings.catalog.source != "feed":
+        return
+    named = [f"{r.name} ({r.location})" for r in rules.rules if r.kind in CATALOG_KINDS]
+    if named:
+        raise ConfigError(
+            f"catalog.source: feed, but the translation rules {', '.join(named)} would send "
+            "catalog items to Klaviyo's Catalog API, and Klaviyo takes a catalog from the feed "
+            "or the API, not both; disable those rules (enabled: false in a rules file) or set "
+            "catalog.source: api"
+        )
+
+
+class FeedCatalog:
+    """The rules when the catalog goes to Klaviyo as a feed: product records no rule maps are
+    passed over (nothing to send, committed) instead of dead-lettered as unmapped records."""
+
+    def __init__(self, rules: Translator) -> None:
+        self._rules = rules
+        self._passed_over = PRODUCT_RECORDS - rules.mapped_records
+
+    @property
+    def mapped_records(self) -> frozenset[str]:
+        return self._rules.mapped_records | self._passed_over
+
+    @property
+    def version(self) -> str:
+        return self._rules.version
+
+    def translate(self, record: DecodedRecord) -> list[Operation]:
+        if record.record_name in self._passed_over:
+            return []
+        return self._rules.translate(record)
 
 
 @dataclass

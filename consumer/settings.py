@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -255,6 +255,14 @@ class JobsSettings(_Section):
         return self
 
 
+class CatalogSettings(_Section):
+    """How the shop's catalog reaches Klaviyo: the Catalog API (``run`` sends the catalog
+    rules' items) or a custom catalog feed Klaviyo fetches (``catalog-feed``). Klaviyo takes
+    one or the other for a custom catalog, never both (RULES.md D21)."""
+
+    source: Literal["api", "feed"] = "api"
+
+
 class ObservabilitySettings(_Section):
     """Logs and the metrics/health HTTP endpoint."""
 
@@ -281,6 +289,7 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)  # type: ignore[arg-type]
     dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)  # type: ignore[arg-type]
     rules: RulesSettings = Field(default_factory=RulesSettings)  # type: ignore[arg-type]
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     # Extra Klaviyo accounts by name; without them everything goes to one account
     # ("default", keyed by KLAVIYO_API_KEY).
     accounts: dict[str, AccountSettings] = Field(default_factory=dict)
