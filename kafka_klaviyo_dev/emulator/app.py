@@ -384,7 +384,7 @@ class EmulatorApp:
                 outcome.fault = "fail_in_job"
             # The answer shows the job as created (queued), as Klaviyo's does; a job of
             # duration 0 is complete by the time the client can ask.
-            document = self.jobs.document(job, base)
+            document = self.jobs.document(job, base, as_created=True)
             self.jobs.add(job)
             self.advance_jobs()
             return json_response(202, document, JSON_API)

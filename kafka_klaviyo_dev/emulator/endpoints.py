@@ -466,3 +466,11 @@ def methods_at(path: str) -> Sequence[str]:
         if route_for(method, path) is not None:
             methods.append(method)
     return methods
+
+
+def operation_name(name_or_path: str) -> str | None:
+    """The name of the endpoint (name or path) or route (``profile_import_job``...) given."""
+    endpoint = lookup(name_or_path)
+    if endpoint is not None:
+        return endpoint.name
+    return name_or_path if name_or_path in ROUTES_BY_NAME else None

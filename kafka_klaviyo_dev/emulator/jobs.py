@@ -236,10 +236,11 @@ class JobBook:
 
     # --- documents ---------------------------------------------------------------------------
 
-    def resource(self, job: Job, base_url: str) -> dict[str, Any]:
-        """The job as a JSON:API resource object, as a GET of it answers now."""
+    def resource(self, job: Job, base_url: str, *, as_created: bool = False) -> dict[str, Any]:
+        """The job as a JSON:API resource object, as a GET of it answers now (``as_created``:
+        as the POST that created it answers, ``queued``)."""
         now = self._clock()
-        status = job.status_at(now)
+        status: JobStatus = "queued" if as_created else job.status_at(now)
         attributes: dict[str, Any] = {
             "status": status,
             "created_at": self.iso(job.created),
@@ -257,7 +258,9 @@ class JobBook:
         relationships: dict[str, Any] = {}
         if job.endpoint == PROFILE_IMPORT:
             # A job cancelled before it started never started.
-            began = job.started <= (job.finished if job.finished is not None else now)
+            began = not as_created and job.started <= (
+                job.finished if job.finished is not None else now
+            )
             attributes["started_at"] = self.iso(job.started) if began else None
             relationships = {
                 "lists": {
@@ -299,9 +302,9 @@ class JobBook:
             out["relationships"] = relationships
         return out
 
-    def document(self, job: Job, base_url: str) -> dict[str, Any]:
-        """The body of a POST (as created) or a GET of one job."""
-        resource = self.resource(job, base_url)
+    def document(self, job: Job, base_url: str, *, as_created: bool = False) -> dict[str, Any]:
+        """The body of a GET of one job, or (``as_created``) of the POST that created it."""
+        resource = self.resource(job, base_url, as_created=as_created)
         return {"data": resource, "links": {"self": resource["links"]["self"]}}
 
     def summary(self, job: Job) -> dict[str, Any]:
