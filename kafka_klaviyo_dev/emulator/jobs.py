@@ -48,6 +48,9 @@ _RELATED = {
 }
 PROFILE_IMPORT = "profile_import"
 
+#: Finished jobs kept for reading back; older ones are forgotten (a benchmark posts many).
+KEEP_FINISHED = 20_000
+
 
 @dataclass(frozen=True, slots=True)
 class ItemFailure:
@@ -158,6 +161,12 @@ class JobBook:
         with self._lock:
             self._jobs[job.id] = job
             self._pending.append(job)
+            if len(self._jobs) > KEEP_FINISHED + len(self._pending):
+                # dicts keep insertion order: the oldest finished jobs come first.
+                excess = len(self._jobs) - KEEP_FINISHED - len(self._pending)
+                old = [k for k, j in itertools.islice(self._jobs.items(), 2 * excess) if j.done]
+                for key in old[:excess]:
+                    del self._jobs[key]
 
     def advance(self, finish: Callable[[Job], None]) -> list[Job]:
         """Finish every job that is due: ``finish`` applies a job's items and sets its counts
