@@ -21,13 +21,15 @@ from consumer.errors import KafkaKlaviyoError
 from kafka_klaviyo_dev.emulator.config import (
     DEFAULT_REVISION,
     EmulatorConfig,
+    JobSettings,
     RateLimitSettings,
     WindowLimits,
 )
-from kafka_klaviyo_dev.emulator.endpoints import lookup
+from kafka_klaviyo_dev.emulator.endpoints import BY_NAME, operation_name
 from kafka_klaviyo_dev.emulator.server import EmulatorServer
 
 _LIMIT = re.compile(r"^(?P<endpoint>[^=]+)=(?P<burst>\d+)/(?P<steady>\d+)$")
+_DURATION = re.compile(r"^(?P<endpoint>[^=]+)=(?P<seconds>\d+(\.\d+)?)$")
 
 
 def parse_api_keys(values: Sequence[str]) -> dict[str, str]:
@@ -46,18 +48,33 @@ def parse_api_keys(values: Sequence[str]) -> dict[str, str]:
 
 
 def parse_rate_limits(values: Sequence[str]) -> dict[str, WindowLimits]:
-    """``ENDPOINT=BURST/STEADY`` values -> overrides keyed by endpoint name."""
+    """``ENDPOINT=BURST/STEADY`` values -> overrides keyed by endpoint (or route) name."""
     overrides: dict[str, WindowLimits] = {}
     for value in values:
         match = _LIMIT.match(value.strip())
-        endpoint = lookup(match["endpoint"]) if match else None
-        if match is None or endpoint is None:
+        name = operation_name(match["endpoint"]) if match else None
+        if match is None or name is None:
             raise click.BadParameter(
                 f"{value!r} is not ENDPOINT=BURST/STEADY with a known endpoint",
                 param_hint="'--rate-limit'",
             )
-        overrides[endpoint.name] = WindowLimits(int(match["burst"]), int(match["steady"]))
+        overrides[name] = WindowLimits(int(match["burst"]), int(match["steady"]))
     return overrides
+
+
+def parse_job_durations(values: Sequence[str]) -> dict[str, float]:
+    """``ENDPOINT=SECONDS`` values -> job durations keyed by job endpoint name."""
+    durations: dict[str, float] = {}
+    for value in values:
+        match = _DURATION.match(value.strip())
+        name = operation_name(match["endpoint"]) if match else None
+        if match is None or name is None or name not in BY_NAME or not BY_NAME[name].returns_job:
+            raise click.BadParameter(
+                f"{value!r} is not ENDPOINT=SECONDS with a job endpoint",
+                param_hint="'--job-duration-for'",
+            )
+        durations[name] = float(match["seconds"])
+    return durations
 
 
 @click.command(
@@ -126,6 +143,37 @@ def parse_rate_limits(values: Sequence[str]) -> dict[str, WindowLimits]:
     help="Like real Klaviyo, silently drop events of example.com / test.com addresses.",
 )
 @click.option(
+    "--job-duration",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Seconds from the POST of a profile import or catalog job to its completion; its "
+    "items are stored only then. 0 completes jobs at once.",
+)
+@click.option(
+    "--job-queued",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="How long of that a job is 'queued' before it is 'processing'.",
+)
+@click.option(
+    "--job-duration-for",
+    "job_durations",
+    multiple=True,
+    metavar="ENDPOINT=SECONDS",
+    help="The job duration of one endpoint, e.g. catalog_create=2 (repeatable).",
+)
+@click.option(
+    "--strict-catalog",
+    is_flag=True,
+    default=False,
+    help="Klaviyo's catalog rules inside jobs: a create of an existing item or category, an "
+    "update or delete of a missing one, or an item naming a missing category fails that item.",
+)
+@click.option(
     "--log-level",
     default="WARNING",
     show_default=True,
@@ -142,6 +190,10 @@ def emulator_command(
     rate_limit_overrides: tuple[str, ...],
     no_validate: bool,
     drop_test_emails: bool,
+    job_duration: float,
+    job_queued: float,
+    job_durations: tuple[str, ...],
+    strict_catalog: bool,
     log_level: str,
 ) -> None:
     """Run the emulator until SIGTERM/SIGINT."""
@@ -160,6 +212,12 @@ def emulator_command(
                 enabled=rate_limits, overrides=parse_rate_limits(rate_limit_overrides)
             ),
             drop_test_email_domains=drop_test_emails,
+            jobs=JobSettings(
+                duration_seconds=job_duration,
+                queued_seconds=job_queued,
+                durations=parse_job_durations(job_durations),
+                strict_catalog=strict_catalog,
+            ),
         )
         server = EmulatorServer(config)
     except KafkaKlaviyoError as exc:

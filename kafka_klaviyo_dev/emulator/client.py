@@ -23,7 +23,9 @@ import httpx
 from kafka_klaviyo_dev.emulator.endpoints import lookup
 from kafka_klaviyo_dev.errors import DevstackError
 
-FaultKind = Literal["status", "latency", "timeout", "rate_limit_storm", "reject_items"]
+FaultKind = Literal[
+    "status", "latency", "timeout", "rate_limit_storm", "reject_items", "fail_in_job", "cancel_job"
+]
 _UNSET: Any = object()
 
 
@@ -188,6 +190,58 @@ class ProfileState:
             lists=tuple(str(x) for x in doc.get("lists") or ()),
             seq=int(doc.get("seq") or 0),
             history=tuple(doc.get("history") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """One asynchronous job as the emulator holds it (``GET /__emulator/jobs``).
+
+    ``status`` is ``queued``, ``processing``, ``complete`` or ``cancelled``; ``endpoint`` the
+    emulator's endpoint name (``profile_import``, ``catalog_create``...). ``errors`` are the
+    failed items, each with ``code``, ``title``, ``detail``, ``source.pointer``, ``position``
+    (index in the request) and ``original_payload`` (the item's attributes).
+    """
+
+    id: str
+    type: str
+    endpoint: str
+    account: str
+    status: str
+    total_count: int
+    completed_count: int
+    failed_count: int
+    created_at: str
+    completed_at: str | None
+    due_in_seconds: float
+    errors: tuple[Mapping[str, Any], ...]
+
+    @property
+    def done(self) -> bool:
+        """True once complete or cancelled."""
+        return self.status in ("complete", "cancelled")
+
+    @property
+    def failed_positions(self) -> tuple[int, ...]:
+        """Indexes, in the request, of the items that failed."""
+        return tuple(int(e["position"]) for e in self.errors)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> JobState:
+        """From one entry of ``GET /__emulator/jobs``."""
+        return cls(
+            id=str(doc["id"]),
+            type=str(doc["type"]),
+            endpoint=str(doc["endpoint"]),
+            account=str(doc["account"]),
+            status=str(doc["status"]),
+            total_count=int(doc.get("total_count") or 0),
+            completed_count=int(doc.get("completed_count") or 0),
+            failed_count=int(doc.get("failed_count") or 0),
+            created_at=str(doc.get("created_at", "")),
+            completed_at=doc.get("completed_at"),
+            due_in_seconds=float(doc.get("due_in_seconds") or 0.0),
+            errors=tuple(doc.get("errors") or ()),
         )
 
 
@@ -390,6 +444,88 @@ class EmulatorClient:
         )
         return [ProfileState.from_json(d) for d in data]
 
+    def categories(
+        self, *, account: str | None = None, category_id: str | None = None
+    ) -> list[CatalogItemState]:
+        """Final catalog categories per (account, id) (ids like ``$custom:::$default:::toys``);
+        same fields as catalog items."""
+        data = self._call("GET", "/categories", params={"account": account, "id": category_id})
+        return [CatalogItemState.from_json(d) for d in data]
+
+    def category(self, category_id: str, *, account: str | None = None) -> CatalogItemState | None:
+        """One category's final state; None if no operation on it was stored."""
+        found = self.categories(account=account, category_id=category_id)
+        if len(found) > 1:
+            raise EmulatorControlError(
+                f"{len(found)} accounts hold category {category_id!r}: pass account="
+            )
+        return found[0] if found else None
+
+    # --- asynchronous jobs (kafka_klaviyo_dev.emulator.jobs) ---------------------------------
+
+    def jobs(
+        self,
+        *,
+        account: str | None = None,
+        endpoint: str | None = None,
+        status: str | None = None,
+    ) -> list[JobState]:
+        """Jobs, oldest first, optionally of one account, endpoint (name or path) or status."""
+        data = self._call(
+            "GET", "/jobs", params={"account": account, "endpoint": endpoint, "status": status}
+        )
+        return [JobState.from_json(d) for d in data]
+
+    def job(self, job_id: str) -> JobState:
+        """One job by id."""
+        return JobState.from_json(self._call("GET", f"/jobs/{job_id}"))
+
+    def cancel_job(self, job_id: str) -> JobState:
+        """Cancel one unfinished job now: status ``cancelled``, none of its items stored."""
+        return JobState.from_json(self._call("POST", f"/jobs/{job_id}/cancel"))
+
+    def complete_job(self, job_id: str) -> JobState:
+        """Finish one unfinished job now, whatever its duration."""
+        return JobState.from_json(self._call("POST", f"/jobs/{job_id}/complete"))
+
+    def cancel_jobs(self, *, endpoint: str | None = None, account: str | None = None) -> list[str]:
+        """Cancel every unfinished job (of ``endpoint``/``account``); the ids cancelled."""
+        doc = {k: v for k, v in (("endpoint", endpoint), ("account", account)) if v is not None}
+        data = self._call("POST", "/jobs/cancel", json=doc)
+        return [str(x) for x in data["cancelled"]]
+
+    def job_settings(self) -> dict[str, Any]:
+        """``duration_seconds``, ``queued_seconds``, ``durations`` (per endpoint) and
+        ``strict_catalog``."""
+        result: dict[str, Any] = self._call("GET", "/job-settings")
+        return result
+
+    def set_job_duration(
+        self,
+        seconds: float | None,
+        *,
+        endpoint: str | None = None,
+        queued_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Jobs posted from now on complete ``seconds`` after their POST (0: at once), queued
+        for the first ``queued_seconds`` of it; with ``endpoint`` only that endpoint's jobs
+        (``seconds=None`` then drops its override)."""
+        doc: dict[str, Any] = {"duration_seconds": seconds}
+        if endpoint is not None:
+            doc["endpoint"] = endpoint
+        elif seconds is None:
+            raise EmulatorControlError("set_job_duration: seconds is required without endpoint")
+        if queued_seconds is not None:
+            doc["queued_seconds"] = queued_seconds
+        result: dict[str, Any] = self._call("POST", "/job-settings", json=doc)
+        return result
+
+    def set_strict_catalog(self, on: bool = True) -> dict[str, Any]:
+        """Klaviyo's catalog rules inside jobs on or off (create of an existing item, update or
+        delete of a missing one, a missing category: that item fails)."""
+        result: dict[str, Any] = self._call("POST", "/job-settings", json={"strict_catalog": on})
+        return result
+
     def stats(self) -> EmulatorStats:
         """Every counter."""
         return EmulatorStats.from_json(self._call("GET", "/stats"))
@@ -419,6 +555,7 @@ class EmulatorClient:
         hold_seconds: float | None = None,
         match: Mapping[str, Any] | None = None,
         detail: str | None = None,
+        code: str | None = None,
     ) -> str:
         """Add a fault rule (see :mod:`kafka_klaviyo_dev.emulator.faults`); returns its id."""
         doc: dict[str, Any] = {"kind": kind}
@@ -433,6 +570,7 @@ class EmulatorClient:
             ("hold_seconds", hold_seconds),
             ("match", dict(match) if match is not None else None),
             ("detail", detail),
+            ("code", code),
         ):
             if value is not None:
                 doc[key] = value
@@ -547,6 +685,57 @@ class EmulatorClient:
             detail=detail,
         )
 
+    def fail_in_job(
+        self,
+        field: str,
+        *,
+        equals: Any = _UNSET,
+        regex: str | None = None,
+        code: str | None = None,
+        detail: str | None = None,
+        seconds: float | None = None,
+        requests: int | None = None,
+        endpoint: str | None = None,
+        account: str | None = None,
+    ) -> str:
+        """Accept requests (202) but fail, inside their job, the items whose ``field`` equals
+        ``equals`` or matches ``regex``: they count in ``failed_count``, are listed in the
+        job's errors (import errors for profiles) with ``code`` (default ``invalid``) and
+        ``detail``, and are not stored."""
+        return self.add_fault(
+            "fail_in_job",
+            match=_match(field, equals, regex),
+            seconds=seconds,
+            requests=requests,
+            endpoint=endpoint,
+            account=account,
+            detail=detail,
+            code=code,
+        )
+
+    def cancel_new_jobs(
+        self,
+        *,
+        requests: int | None = None,
+        seconds: float | None = None,
+        endpoint: str | None = None,
+        account: str | None = None,
+        field: str | None = None,
+        equals: Any = _UNSET,
+        regex: str | None = None,
+    ) -> str:
+        """Cancel the jobs of the next ``requests`` requests (or for ``seconds``), optionally
+        only those with an item whose ``field`` matches: they end ``cancelled`` when they
+        would have completed, and store nothing."""
+        return self.add_fault(
+            "cancel_job",
+            match=_match(field, equals, regex) if field is not None else None,
+            seconds=seconds,
+            requests=requests,
+            endpoint=endpoint,
+            account=account,
+        )
+
     def faults(self) -> list[dict[str, Any]]:
         """The active fault rules, with how often each fired."""
         data: list[dict[str, Any]] = self._call("GET", "/faults")
@@ -559,6 +748,15 @@ class EmulatorClient:
     def clear_faults(self) -> None:
         """Deactivate every fault rule and release requests held by timeout faults."""
         self._call("DELETE", "/faults")
+
+
+def _match(field: str, equals: Any, regex: str | None) -> dict[str, Any]:
+    match: dict[str, Any] = {"field": field}
+    if equals is not _UNSET:
+        match["equals"] = equals
+    if regex is not None:
+        match["regex"] = regex
+    return match
 
 
 def _detail(response: httpx.Response) -> str:

@@ -57,6 +57,37 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class JobSettings:
+    """How the emulator runs Klaviyo's asynchronous jobs (profile import, catalog jobs).
+
+    ``duration_seconds`` is the time from the POST to the job's completion; 0 completes it
+    during the POST, so its items are stored at once (the emulator's behaviour before it had
+    jobs). For the first ``queued_seconds`` of that time the job is ``queued``, then
+    ``processing``. ``durations`` overrides the duration per endpoint name
+    (``catalog_create``...). ``strict_catalog`` applies Klaviyo's catalog rules inside the
+    jobs: a create of an existing item or category fails that item, an update or delete of a
+    missing one fails it, and so does an item naming a category that does not exist. Off, the
+    last accepted operation wins (what the consumer's upsert needs without categories).
+    """
+
+    duration_seconds: float = 0.0
+    queued_seconds: float = 0.0
+    durations: Mapping[str, float] = field(default_factory=dict)
+    strict_catalog: bool = False
+
+    def __post_init__(self) -> None:
+        if self.duration_seconds < 0 or any(v < 0 for v in self.durations.values()):
+            raise ConfigError("emulator job duration must not be negative")
+        if self.queued_seconds < 0:
+            raise ConfigError("emulator job queued_seconds must not be negative")
+        object.__setattr__(self, "durations", MappingProxyType(dict(self.durations)))
+
+    def duration_for(self, endpoint: str) -> float:
+        """Seconds from the POST to completion for a job of ``endpoint``."""
+        return self.durations.get(endpoint, self.duration_seconds)
+
+
+@dataclass(frozen=True, slots=True)
 class EmulatorConfig:
     """Everything the emulator needs to start.
 
@@ -79,6 +110,8 @@ class EmulatorConfig:
             ``test_domain_dropped``) events of profiles whose email is at example.com/test.com.
             Off by default because test suites use exactly those addresses.
         request_log_size: how many request summaries ``/__emulator/requests`` keeps.
+        jobs: how asynchronous jobs run (:class:`JobSettings`); the control API changes
+            them at run time.
     """
 
     api_keys: Mapping[str, str]
@@ -93,6 +126,7 @@ class EmulatorConfig:
     retry_after_grace_seconds: float = 0.25
     drop_test_email_domains: bool = False
     request_log_size: int = 10_000
+    jobs: JobSettings = field(default_factory=JobSettings)
 
     def __post_init__(self) -> None:
         keys = dict(self.api_keys)

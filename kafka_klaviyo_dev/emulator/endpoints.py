@@ -3,6 +3,10 @@
 Each :class:`Endpoint` says where its items are, how many and how large a request may be, its
 rate limits, which ingestion checks apply, how its items are deduplicated and what is recorded
 for read-back. Adding an endpoint is adding a row here; the request pipeline is shared.
+(Create Catalog Category is a row too: a body of one item, answered 201 instead of 202.)
+
+:data:`ROUTES` lists the other operations the emulator serves (the GETs of jobs and
+categories, PATCH and DELETE of a category), each with its own rate limits.
 
 Numbers come from the spec's operation descriptions (docs/DESIGN.md, section 3); where Klaviyo
 states no payload size, the 5 MB of its other bulk endpoints is assumed.
@@ -10,15 +14,17 @@ states no payload size, the 5 MB of its other bulk endpoints is assumed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kafka_klaviyo_dev.emulator import dedup, limits
+from kafka_klaviyo_dev.emulator import pointer as jp
 from kafka_klaviyo_dev.emulator.config import WindowLimits
 from kafka_klaviyo_dev.emulator.items import (
     Extracted,
+    Issue,
     Item,
     extract_catalog_items,
     extract_events,
@@ -50,6 +56,8 @@ class Endpoint:
     request_checks: tuple[RequestCheck, ...] = ()
     dedup_key: DedupKey | None = None
     returns_job: bool = False
+    #: A synchronous create of one resource (Create Catalog Category): 201 and its document.
+    creates_resource: bool = False
 
 
 def _get(node: Any, *keys: str) -> Any:
@@ -125,8 +133,63 @@ def record_catalog_item(item: Item, body: Any, received_at: float) -> dict[str, 
     }
 
 
+def record_category(item: Item, body: Any, received_at: float) -> dict[str, Any]:
+    """What read-back shows of one catalog category created, updated or deleted."""
+    return record_catalog_item(item, body, received_at)
+
+
+CATEGORIES_ARRAY = ("data", "attributes", "categories", "data")
+
+
+def extract_categories(body: Any) -> Extracted:
+    """Catalog category create/update/delete jobs: an array of catalog-category resources."""
+    out = Extracted(array_pointer=jp.pointer(*CATEGORIES_ARRAY))
+    node: Any = body
+    for depth, token in enumerate(CATEGORIES_ARRAY):
+        if not isinstance(node, dict) or token not in node:
+            where = jp.pointer(*CATEGORIES_ARRAY[: depth + 1])
+            out.issues.append(Issue(where, f"'{token}' is required."))
+            return out
+        node = node[token]
+    if not isinstance(node, list):
+        out.issues.append(Issue(out.array_pointer, "'data' must be an array."))
+        return out
+    for i, entry in enumerate(node):
+        resource = entry if isinstance(entry, dict) else {}
+        attributes = resource.get("attributes")
+        out.items.append(
+            Item(
+                position=i,
+                pointer=f"{out.array_pointer}/{i}",
+                resource=resource,
+                attributes=attributes if isinstance(attributes, dict) else {},
+            )
+        )
+    return out
+
+
+def extract_one_category(body: Any) -> Extracted:
+    """Create Catalog Category: the one resource at ``/data``."""
+    out = Extracted(array_pointer="/data")
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        out.issues.append(Issue("/data", "'data' is required."))
+        return out
+    attributes = data.get("attributes")
+    out.items.append(
+        Item(
+            position=0,
+            pointer="/data",
+            resource=data,
+            attributes=attributes if isinstance(attributes, dict) else {},
+        )
+    )
+    return out
+
+
 _BULK_SMALL = WindowLimits(burst=10, steady=150)
 _BULK_LARGE = WindowLimits(burst=75, steady=750)
+_READ_LARGE = WindowLimits(burst=350, steady=3500)
 
 _PROFILE_CHECKS: tuple[ItemCheck, ...] = (limits.check_strings, limits.check_phone)
 
@@ -232,6 +295,58 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         record=record_catalog_item,
         returns_job=True,
     ),
+    Endpoint(
+        name="category_bulk_create",
+        path="/api/catalog-category-bulk-create-jobs",
+        job_type="catalog-category-bulk-create-job",
+        noun="catalog categories",
+        max_items=100,
+        max_bytes=5 * MB,
+        limits=_BULK_LARGE,
+        extract=extract_categories,
+        item_checks=(limits.check_strings,),
+        record=record_category,
+        returns_job=True,
+    ),
+    Endpoint(
+        name="category_bulk_update",
+        path="/api/catalog-category-bulk-update-jobs",
+        job_type="catalog-category-bulk-update-job",
+        noun="catalog categories",
+        max_items=100,
+        max_bytes=5 * MB,
+        limits=_BULK_LARGE,
+        extract=extract_categories,
+        item_checks=(limits.check_strings,),
+        record=record_category,
+        returns_job=True,
+    ),
+    Endpoint(
+        name="category_bulk_delete",
+        path="/api/catalog-category-bulk-delete-jobs",
+        job_type="catalog-category-bulk-delete-job",
+        noun="catalog categories",
+        max_items=100,
+        max_bytes=5 * MB,
+        limits=_BULK_LARGE,
+        extract=extract_categories,
+        item_checks=(),
+        record=record_category,
+        returns_job=True,
+    ),
+    Endpoint(
+        name="category_create",
+        path="/api/catalog-categories",
+        job_type="catalog-category",
+        noun="catalog categories",
+        max_items=1,
+        max_bytes=5 * MB,
+        limits=_BULK_LARGE,
+        extract=extract_one_category,
+        item_checks=(limits.check_strings,),
+        record=record_category,
+        creates_resource=True,
+    ),
 )
 
 BY_PATH: Mapping[str, Endpoint] = {e.path: e for e in ENDPOINTS}
@@ -245,23 +360,117 @@ def lookup(name_or_path: str) -> Endpoint | None:
     return BY_NAME.get(key) or BY_PATH.get(key)
 
 
-def job_document(endpoint: Endpoint, job_id: str, total: int, base_url: str) -> dict[str, Any]:
-    """The 202 body of a job endpoint: the job, queued, as Klaviyo answers."""
-    self_link = f"{base_url}{endpoint.path}/{job_id}"
-    return {
-        "data": {
-            "type": endpoint.job_type,
-            "id": job_id,
-            "attributes": {
-                "status": "queued",
-                "created_at": datetime.now(UTC).isoformat(),
-                "total_count": total,
-                "completed_count": 0,
-                "failed_count": 0,
-                "completed_at": None,
-                "expires_at": None,
-            },
-            "links": {"self": self_link},
-        },
-        "links": {"self": self_link},
-    }
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One operation besides the POST endpoints: method, path template, its own rate limits.
+
+    ``template`` tokens in braces (``{id}``) match one path segment; ``endpoint`` is the
+    endpoint row the route belongs to (the job type, for the GETs of jobs).
+    """
+
+    name: str
+    method: str
+    template: str
+    limits: WindowLimits
+    endpoint: str | None = None
+
+    def match(self, method: str, path: str) -> str | None:
+        """The ``{id}`` of ``path`` ("" for a template without one), or None if no match."""
+        if method != self.method:
+            return None
+        want = self.template.strip("/").split("/")
+        got = path.strip("/").split("/")
+        if len(want) != len(got):
+            return None
+        found = ""
+        for template_part, part in zip(want, got, strict=True):
+            if template_part.startswith("{"):
+                if not part:
+                    return None
+                found = part
+            elif template_part != part:
+                return None
+        return found
+
+
+#: GET limits of each job type, from the spec's ``x-klaviyo-ratelimit`` of its GET operations
+#: (they differ from the POST's: catalog item delete and category jobs are read at 350/3500).
+_JOB_READ_LIMITS: Mapping[str, WindowLimits] = {
+    "profile_import": _BULK_SMALL,
+    "catalog_create": _BULK_LARGE,
+    "catalog_update": _BULK_LARGE,
+    "catalog_delete": _READ_LARGE,
+    "category_bulk_create": _READ_LARGE,
+    "category_bulk_update": _READ_LARGE,
+    "category_bulk_delete": _READ_LARGE,
+}
+
+
+def _routes() -> tuple[Route, ...]:
+    out: list[Route] = []
+    for endpoint in ENDPOINTS:
+        read = _JOB_READ_LIMITS.get(endpoint.name)
+        if not endpoint.returns_job or read is None:
+            continue
+        out.append(Route(f"{endpoint.name}_jobs", "GET", endpoint.path, read, endpoint.name))
+        out.append(
+            Route(f"{endpoint.name}_job", "GET", endpoint.path + "/{job_id}", read, endpoint.name)
+        )
+    out += [
+        Route(
+            "profile_import_errors",
+            "GET",
+            "/api/profile-bulk-import-jobs/{id}/import-errors",
+            _BULK_SMALL,
+            "profile_import",
+        ),
+        Route("category_list", "GET", "/api/catalog-categories", _READ_LARGE, "category_create"),
+        Route(
+            "category_get", "GET", "/api/catalog-categories/{id}", _READ_LARGE, "category_create"
+        ),
+        Route(
+            "category_update",
+            "PATCH",
+            "/api/catalog-categories/{id}",
+            _BULK_LARGE,
+            "category_create",
+        ),
+        Route(
+            "category_delete",
+            "DELETE",
+            "/api/catalog-categories/{id}",
+            _BULK_LARGE,
+            "category_create",
+        ),
+    ]
+    return tuple(out)
+
+
+ROUTES: tuple[Route, ...] = _routes()
+ROUTES_BY_NAME: Mapping[str, Route] = {r.name: r for r in ROUTES}
+
+
+def route_for(method: str, path: str) -> tuple[Route, str] | None:
+    """The route serving ``method path`` and the id in the path; None if none does."""
+    for route in ROUTES:
+        found = route.match(method, path)
+        if found is not None:
+            return route, found
+    return None
+
+
+def methods_at(path: str) -> Sequence[str]:
+    """The methods the emulator serves at ``path`` (for a 405's ``Allow``)."""
+    methods = ["POST"] if path.rstrip("/") in BY_PATH else []
+    for method in ("GET", "PATCH", "DELETE"):
+        if route_for(method, path) is not None:
+            methods.append(method)
+    return methods
+
+
+def operation_name(name_or_path: str) -> str | None:
+    """The name of the endpoint (name or path) or route (``profile_import_job``...) given."""
+    endpoint = lookup(name_or_path)
+    if endpoint is not None:
+        return endpoint.name
+    return name_or_path if name_or_path in ROUTES_BY_NAME else None

@@ -10,8 +10,16 @@ Kinds:
 ``rate_limit_storm``  answer every request 429 with ``Retry-After: retry_after``.
 ``reject_items``      refuse requests carrying items that match ``match`` with a 400 whose
                       errors point at each matching item, as Klaviyo points at bad items.
+``fail_in_job``       accept the request (202) but fail the items that match ``match`` inside
+                      the asynchronous job (profile import, catalog jobs): they count in the
+                      job's ``failed_count``, are listed in its errors with ``detail`` and
+                      ``code``, and are not stored.
+``cancel_job``        accept the request but cancel its job (status ``cancelled``, nothing
+                      stored); with ``match``, only jobs with an item that matches.
 
-Every rule may be limited to one ``endpoint`` and/or one ``account``, and expires after
+Every rule may be limited to one ``endpoint`` and/or one ``account`` (a rule without
+``endpoint`` applies to the POST endpoints only; the GET routes of jobs and categories are hit
+only by rules that name them), and expires after
 ``seconds`` and/or after firing on ``requests`` requests (whichever comes first). Rules live in
 a :class:`FaultBook`; clearing it also releases requests that a ``timeout`` rule is holding.
 """
@@ -26,15 +34,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-FaultKind = Literal["status", "latency", "timeout", "rate_limit_storm", "reject_items"]
+FaultKind = Literal[
+    "status", "latency", "timeout", "rate_limit_storm", "reject_items", "fail_in_job", "cancel_job"
+]
 FAULT_KINDS: tuple[FaultKind, ...] = (
     "status",
     "latency",
     "timeout",
     "rate_limit_storm",
     "reject_items",
+    "fail_in_job",
+    "cancel_job",
 )
 _TERMINAL: frozenset[str] = frozenset({"status", "timeout", "rate_limit_storm"})
+#: Kinds that act inside an asynchronous job rather than on the request.
+JOB_KINDS: frozenset[str] = frozenset({"fail_in_job", "cancel_job"})
 _MISSING = object()
 
 
@@ -128,6 +142,7 @@ class FaultRule:
     hold_seconds: float = 30.0
     match: ItemMatch | None = None
     detail: str | None = None
+    code: str | None = None
     id: str = field(default_factory=lambda: f"fault-{next(_ids)}")
     created_at: float = field(default_factory=time.monotonic)
     fired: int = 0
@@ -149,8 +164,8 @@ class FaultRule:
             raise FaultSpecError("delay_seconds must be positive for a latency fault")
         if self.kind == "timeout" and self.hold_seconds <= 0:
             raise FaultSpecError("hold_seconds must be positive for a timeout fault")
-        if self.kind == "reject_items" and self.match is None:
-            raise FaultSpecError("a reject_items fault needs 'match'")
+        if self.kind in ("reject_items", "fail_in_job") and self.match is None:
+            raise FaultSpecError(f"a {self.kind} fault needs 'match'")
 
     @classmethod
     def from_json(
@@ -169,6 +184,7 @@ class FaultRule:
             "hold_seconds",
             "match",
             "detail",
+            "code",
         }
         unknown = sorted(set(doc) - known)
         if unknown:
@@ -209,6 +225,7 @@ class FaultRule:
                 hold_seconds=float(doc.get("hold_seconds", 30.0)),
                 match=item_match,
                 detail=_opt(doc, "detail", str),
+                code=_opt(doc, "code", str),
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, FaultSpecError):
@@ -254,6 +271,8 @@ class FaultRule:
             out["match"] = self.match.to_json()
         if self.detail is not None:
             out["detail"] = self.detail
+        if self.code is not None:
+            out["code"] = self.code
         return out
 
 
@@ -264,11 +283,14 @@ def _opt(doc: Mapping[str, Any], key: str, kind: Callable[[Any], Any]) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """The faults that apply to one request: total added latency and at most one answer."""
+    """The faults that apply to one request: total added latency, at most one answer, the
+    ``reject_items`` rules and the rules acting inside its job (``fail_in_job``,
+    ``cancel_job``)."""
 
     delay_seconds: float = 0.0
     terminal: FaultRule | None = None
     item_rules: tuple[FaultRule, ...] = ()
+    job_rules: tuple[FaultRule, ...] = ()
 
 
 class FaultBook:
@@ -308,19 +330,23 @@ class FaultBook:
             self._rules = [r for r in self._rules if r.active(now)]
             return list(self._rules)
 
-    def select(self, endpoint: str, account: str | None) -> Selection:
+    def select(self, endpoint: str, account: str | None, *, named_only: bool = False) -> Selection:
         """The faults for one request; those that fire are counted as fired.
 
-        ``reject_items`` rules are returned but not counted: they fire only if an item of the
-        request matches (see :meth:`fired`).
+        ``reject_items`` and job rules are returned but not counted: they fire only if an
+        item of the request matches (see :meth:`fired`). ``named_only``: only rules naming
+        ``endpoint`` apply (the GET routes).
         """
         now = self._clock()
         delay = 0.0
         terminal: FaultRule | None = None
         item_rules: list[FaultRule] = []
+        job_rules: list[FaultRule] = []
         with self._lock:
             for rule in self._rules:
                 if not rule.active(now) or not rule.applies(endpoint, account):
+                    continue
+                if named_only and rule.endpoint != endpoint:
                     continue
                 if rule.kind == "latency":
                     rule.fired += 1
@@ -329,9 +355,11 @@ class FaultBook:
                     if terminal is None:
                         rule.fired += 1
                         terminal = rule
+                elif rule.kind in JOB_KINDS:
+                    job_rules.append(rule)
                 else:
                     item_rules.append(rule)
-        return Selection(delay, terminal, tuple(item_rules))
+        return Selection(delay, terminal, tuple(item_rules), tuple(job_rules))
 
     def fired(self, rules: Iterable[FaultRule]) -> None:
         """Count a firing of each of ``rules`` (reject_items rules that matched something)."""

@@ -13,11 +13,16 @@ consent
 catalog items
     per (account, item id), from catalog item bulk create, update and delete jobs. A create
     names its item by ``integration_type:::catalog_type:::external_id``; update and delete by
-    ``id``. Real Klaviyo fails a create of an existing item and an update of a missing one
-    inside the asynchronous job; the emulator models what a client observes (every item was
-    accepted): the last accepted operation wins. A create or update makes the item exist (an
-    update merges its attributes into the item's, a create replaces them), a delete makes it
-    deleted (its last attributes stay visible, with ``exists`` false).
+    ``id``. Only the items of completed jobs that did not fail are stored: with strict catalog
+    rules (:mod:`kafka_klaviyo_dev.emulator.catalog`) a create of an existing item and an
+    update or delete of a missing one fail inside the job, as in Klaviyo, so they never get
+    here; without them every item of a job succeeds and the last accepted operation wins. A
+    create or update makes the item exist (an update merges its attributes into the item's, a
+    create replaces them), a delete makes it deleted (its last attributes stay visible, with
+    ``exists`` false).
+catalog categories
+    per (account, category id), the same way, from Create Catalog Category, its PATCH and
+    DELETE and the category bulk create, update and delete jobs.
 profiles
     per (account, identifier), from Bulk Import Profiles jobs; the identifier is the first of
     email, phone number, external id and Klaviyo id the profile carries
@@ -41,6 +46,14 @@ from kafka_klaviyo_dev.emulator.dedup import profile_identity
 #: Endpoints each view is built from (the emulator's endpoint names).
 CONSENT_ENDPOINTS = ("subscribe", "unsubscribe")
 CATALOG_ENDPOINTS = ("catalog_create", "catalog_update", "catalog_delete")
+CATEGORY_ENDPOINTS = (
+    "category_create",
+    "category_update",
+    "category_delete",
+    "category_bulk_create",
+    "category_bulk_update",
+    "category_bulk_delete",
+)
 PROFILE_ENDPOINTS = ("profile_import",)
 
 _CONSENT = {"subscribe": "SUBSCRIBED", "unsubscribe": "UNSUBSCRIBED"}
@@ -48,6 +61,14 @@ _CATALOG_OPERATION = {
     "catalog_create": "create",
     "catalog_update": "update",
     "catalog_delete": "delete",
+}
+_CATEGORY_OPERATION = {
+    "category_create": "create",
+    "category_update": "update",
+    "category_delete": "delete",
+    "category_bulk_create": "create",
+    "category_bulk_update": "update",
+    "category_bulk_delete": "delete",
 }
 #: Channel -> the attribute naming the person on it.
 _PERSON_FIELD = {"email": "email", "sms": "phone_number", "whatsapp": "phone_number"}
@@ -122,9 +143,18 @@ def catalog_item_id(record: Mapping[str, Any]) -> str | None:
 
 def catalog_items(records: Iterable[Tagged]) -> list[dict[str, Any]]:
     """Catalog items per (account, item id), in order of first appearance."""
+    return _catalog_view(records, _CATALOG_OPERATION)
+
+
+def categories(records: Iterable[Tagged]) -> list[dict[str, Any]]:
+    """Catalog categories per (account, category id), in order of first appearance."""
+    return _catalog_view(records, _CATEGORY_OPERATION)
+
+
+def _catalog_view(records: Iterable[Tagged], operations: Mapping[str, str]) -> list[dict[str, Any]]:
     state: dict[tuple[Any, str], dict[str, Any]] = {}
     for endpoint, record in _in_order(records):
-        operation = _CATALOG_OPERATION.get(endpoint)
+        operation = operations.get(endpoint)
         item_id = catalog_item_id(record)
         if operation is None or item_id is None:
             continue
@@ -154,6 +184,7 @@ def catalog_items(records: Iterable[Tagged]) -> list[dict[str, Any]]:
             entry["exists"] = True
         entry["operation"] = operation
         entry["seq"] = record.get("seq")
+        entry["updated_at"] = record.get("received_at")
         entry["history"].append(_step(endpoint, record) | {"operation": operation})
     return list(state.values())
 

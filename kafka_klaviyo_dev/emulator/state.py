@@ -123,8 +123,11 @@ class EmulatorState:
         size: int = 0,
         reason: str | None = None,
         fault: str | None = None,
+        method: str = "POST",
+        job: str | None = None,
     ) -> None:
-        """Count one answered request and keep its summary in the request log."""
+        """Count one answered request and keep its summary in the request log (``job``: the
+        id of the job it created or read)."""
         with self._lock:
             self._requests[endpoint][str(status)] += 1
             if account is not None and account in self._accounts:
@@ -141,12 +144,14 @@ class EmulatorState:
                     "seq": self._seq,
                     "at": time.time(),
                     "endpoint": endpoint,
+                    "method": method,
                     "account": account,
                     "status": status,
                     "items": items,
                     "bytes": size,
                     "reason": reason,
                     "fault": fault,
+                    "job": job,
                 }
             )
 
@@ -231,6 +236,10 @@ class EmulatorState:
     def catalog_items(self, account: str | None = None) -> list[dict[str, Any]]:
         """Final catalog items per (account, item id); see :mod:`.final_state`."""
         return final_state.catalog_items(self._tagged(final_state.CATALOG_ENDPOINTS, account))
+
+    def categories(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Final catalog categories per (account, category id); see :mod:`.final_state`."""
+        return final_state.categories(self._tagged(final_state.CATEGORY_ENDPOINTS, account))
 
     def profiles(self, account: str | None = None) -> list[dict[str, Any]]:
         """Final imported profiles per (account, identifier); see :mod:`.final_state`."""

@@ -317,6 +317,54 @@ SAMPLES: dict[str, Any] = {
             },
         }
     },
+    # Catalog categories (the emulator's jobs helper).
+    "/api/catalog-categories": {
+        "data": {
+            "type": "catalog-category",
+            "attributes": {"external_id": "TOYS", "name": "Toys"},
+        }
+    },
+    "/api/catalog-category-bulk-create-jobs": {
+        "data": {
+            "type": "catalog-category-bulk-create-job",
+            "attributes": {
+                "categories": {
+                    "data": [
+                        {
+                            "type": "catalog-category",
+                            "attributes": {"external_id": "TOYS", "name": "Toys"},
+                        }
+                    ]
+                }
+            },
+        }
+    },
+    "/api/catalog-category-bulk-update-jobs": {
+        "data": {
+            "type": "catalog-category-bulk-update-job",
+            "attributes": {
+                "categories": {
+                    "data": [
+                        {
+                            "type": "catalog-category",
+                            "id": "$custom:::$default:::TOYS",
+                            "attributes": {"name": "Toys and games"},
+                        }
+                    ]
+                }
+            },
+        }
+    },
+    "/api/catalog-category-bulk-delete-jobs": {
+        "data": {
+            "type": "catalog-category-bulk-delete-job",
+            "attributes": {
+                "categories": {
+                    "data": [{"type": "catalog-category", "id": "$custom:::$default:::TOYS"}]
+                }
+            },
+        }
+    },
 }
 
 
