@@ -306,6 +306,7 @@ class Pipeline:
                 for ticket in entry.all_tickets():
                     error.record_name = ticket.record_name
                     self._dead_letter(ticket, error, confirmed=_no_ticket)
+            self._deliveries.finished(batch)
             self._batching.finished(batch)
         if self._jobs is not None:
             metrics.jobs_pending.set(self._jobs.pending_jobs())

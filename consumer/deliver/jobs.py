@@ -10,6 +10,7 @@ as :class:`JobsDone`:
 
 - items the job failed, with Klaviyo's code, detail and pointer, are reported failed: the
   pipeline dead-letters their messages at stage ``job``;
+- a catalog delete of an item that does not exist is done (the item is gone, as asked);
 - catalog updates of items that do not exist have their fallback (the full item, see
   :attr:`consumer.messages.Operation.fallback`) created in a job of its own, followed the same
   way: an upsert, which costs one item write when the item exists;
@@ -260,10 +261,12 @@ class JobTracker:
             )
         missing = []
         for entry, error in failed:
-            upsert = submitted.endpoint is Endpoint.CATALOG_UPDATE and entry.item.fallback
-            if upsert and _is_missing(error):
-                missing.append(entry)
-                continue
+            if _is_missing(error):
+                if submitted.endpoint is Endpoint.CATALOG_DELETE:
+                    continue  # already gone: the state the message asks for
+                if submitted.endpoint is Endpoint.CATALOG_UPDATE and entry.item.fallback:
+                    missing.append(entry)
+                    continue
             job.owner.done.failed.append((entry, _job_error(job, error)))
         self._record_latency(job)
         if missing:

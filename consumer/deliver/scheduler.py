@@ -107,10 +107,18 @@ class DeliveryScheduler:
                 outcome: BatchOutcome | None = future.result()
             except DeliveryAborted:
                 outcome = None
-            self._release(batch)
+            if outcome is None or not outcome.jobs:
+                self._release(batch)
+            # else: batches waiting for it go once its jobs have an outcome (finished()).
             finished.append(Finished(batch, outcome))
         self._dispatch()
         return finished
+
+    def finished(self, batch: Batch) -> None:
+        """The jobs of ``batch`` (delivered earlier) have an outcome: batches waiting for it
+        may go."""
+        self._release(batch)
+        self._dispatch()
 
     def drop_released(self) -> list[Batch]:
         """Leave out work of revoked or lost partitions: waiting and queued batches lose those

@@ -167,11 +167,12 @@ def parse_job_durations(values: Sequence[str]) -> dict[str, float]:
     help="The job duration of one endpoint, e.g. catalog_create=2 (repeatable).",
 )
 @click.option(
-    "--strict-catalog",
-    is_flag=True,
-    default=False,
+    "--strict-catalog/--lenient-catalog",
+    default=True,
+    show_default=True,
     help="Klaviyo's catalog rules inside jobs: a create of an existing item or category, an "
-    "update or delete of a missing one, or an item naming a missing category fails that item.",
+    "update or delete of a missing one, or an item naming a missing category fails that item. "
+    "--lenient-catalog lets every item succeed (the last write wins).",
 )
 @click.option(
     "--log-level",

@@ -73,7 +73,7 @@ class JobSettings:
     duration_seconds: float = 0.0
     queued_seconds: float = 0.0
     durations: Mapping[str, float] = field(default_factory=dict)
-    strict_catalog: bool = False
+    strict_catalog: bool = True
 
     def __post_init__(self) -> None:
         if self.duration_seconds < 0 or any(v < 0 for v in self.durations.values()):

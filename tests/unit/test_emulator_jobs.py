@@ -204,8 +204,9 @@ def test_with_the_default_duration_a_job_is_stored_at_the_post_and_reads_complet
 
 
 def test_without_strict_rules_the_last_accepted_catalog_operation_still_wins(
-    app: EmulatorApp,
+    clock: Clock,
 ) -> None:
+    app = make_app(clock, strict_catalog=False)
     post_job(app, *catalog("create", created()))
     post_job(app, *catalog("create", created(title="Cup")))  # would fail when strict
     post_job(app, *catalog("update", {"id": "$custom:::$default:::7", "attributes": {}}))
@@ -264,7 +265,7 @@ def test_job_settings_change_at_run_time_per_endpoint_and_reset_restores_them(
         "duration_seconds": 0.0,
         "queued_seconds": 0.0,
         "durations": {},
-        "strict_catalog": False,
+        "strict_catalog": True,
     }
     assert control(app, "GET", "jobs") == []
 
