@@ -18,6 +18,13 @@ joins a batch, every other unfinished batch holding the same key for an earlier 
 a batch it must wait for (``Batch.after``); the delivery scheduler sends a batch only once
 those have finished. A batch only ever waits for batches that are already closed (an open one
 holding the key is closed there and then), so the waits never form a cycle.
+
+Consent sent as a historical import (a replay, or in a live run consent older than
+``rules.consent.historical_after_s``) never shares a request with live consent:
+``historical_import`` is an attribute of the whole request. Its batches have a key of their own
+(:func:`batch_key`: the list wrapped in :class:`HistoricalImport`), and since consent keeps its
+state key whichever kind it is sent as, the order above holds between the two kinds as it holds
+between subscribe and unsubscribe.
 """
 
 from __future__ import annotations
@@ -25,14 +32,40 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from consumer.bodies import LIVE, EncodedItem, History, body_format
+from consumer.bodies import (
+    LIVE,
+    EncodedItem,
+    History,
+    as_historical_consent,
+    body_format,
+    consent_is_older,
+)
 from consumer.commit import MessageTicket, PartitionProgress
 from consumer.endpoints import Endpoint
 from consumer.messages import Operation
 
-BatchKey = tuple[str, Endpoint, str | None]
+
+@dataclass(frozen=True, slots=True)
+class HistoricalImport:
+    """The group part of a batch key for Subscribe items sent as a historical import.
+
+    Never equal to a list id, so these items never share a request (or the scheduler's
+    per-key slots) with live consent for the same list."""
+
+    list_id: str | None
+
+
+BatchKey = tuple[str, Endpoint, str | HistoricalImport | None]
 StateKey = tuple[Hashable, ...]
+
+
+def batch_key(account: str, endpoint: Endpoint, group: str | None, history: History) -> BatchKey:
+    """The key of the batches ``endpoint``'s items of ``group`` go to when sent as ``history``."""
+    if history.historical_consent and endpoint is Endpoint.SUBSCRIBE:
+        return (account, endpoint, HistoricalImport(group))
+    return (account, endpoint, group)
 
 
 @dataclass(eq=False, slots=True)
@@ -104,7 +137,7 @@ class Batch:
 
     @property
     def key(self) -> BatchKey:
-        return (self.account, self.endpoint, self.group)
+        return batch_key(self.account, self.endpoint, self.group, self.history)
 
     @property
     def keep_latest(self) -> bool:
@@ -264,21 +297,31 @@ class Batching:
         linger_s: float,
         clock: Callable[[], float] = time.monotonic,
         history: History = LIVE,
+        *,
+        consent_historical_after_s: float | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``consent_historical_after_s``: in a run that sends consent live, a Subscribe item
+        whose consent is older than this (by ``wall_clock``, Unix seconds) when it is added goes
+        as a historical import with its ``consented_at``; None sends all of it live."""
         self._linger_s = linger_s
         self._history = history
+        self._historical = as_historical_consent(history)
+        self._consent_after_s = None if history.historical_consent else consent_historical_after_s
+        self._wall_clock = wall_clock
         self._clock = clock
         self._batchers: dict[BatchKey, Batcher] = {}
         self._holders: dict[StateKey, _Holders] = {}
 
     def add(self, account: str, operation: Operation, ticket: MessageTicket) -> Sequence[Batch]:
         """Add one operation; returns the batches that closed (full, or closed to keep order)."""
-        key: BatchKey = (account, operation.endpoint, operation.group)
+        history = self._history
+        if self._consent_after_s is not None and operation.endpoint is Endpoint.SUBSCRIBE:
+            history = self._consent_history(operation)
+        key = batch_key(account, operation.endpoint, operation.group, history)
         batcher = self._batchers.get(key)
         if batcher is None:
-            batcher = Batcher(
-                account, operation.endpoint, self._linger_s, operation.group, self._history
-            )
+            batcher = Batcher(account, operation.endpoint, self._linger_s, operation.group, history)
             self._batchers[key] = batcher
         state = operation.state_key if batcher.stateful else None
         if state is None:
@@ -298,6 +341,12 @@ class Batching:
             closed.append(done)
         self._drop_idle(key, batcher)
         return closed
+
+    def _consent_history(self, operation: Operation) -> History:
+        """Live, or a historical import for consent older than the configured age."""
+        assert self._consent_after_s is not None
+        cutoff = datetime.fromtimestamp(self._wall_clock() - self._consent_after_s, UTC)
+        return self._historical if consent_is_older(operation, cutoff) else self._history
 
     def _keep_order(
         self, state: StateKey, batch: Batch, ticket: MessageTicket, closed: list[Batch]

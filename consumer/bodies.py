@@ -10,13 +10,20 @@ differs in two bodies only: events carry ``backfill: true`` (recorded without tr
 flows, RULES.md E22) and subscriptions are a historical import with each consent's
 ``consented_at`` (S2-S4). Live subscriptions leave ``consented_at`` out: Klaviyo refuses it
 without ``historical_import`` and takes the time it receives the request as the consent time.
+
+A live run may still send old consent as history (:func:`consent_is_older`, setting
+``rules.consent.historical_after_s``): consent given long before it reaches Klaviyo (a backlog,
+a re-drive) keeps its own time instead of taking the request's. ``historical_import`` is an
+attribute of the whole request, so such items go in requests of their own
+(:func:`consumer.batch.batch_key`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -36,6 +43,47 @@ class History:
 
 
 LIVE = History()
+
+
+def as_historical_consent(history: History) -> History:
+    """``history`` with its subscriptions sent as a historical import (events unchanged)."""
+    return history if history.historical_consent else replace(history, historical_consent=True)
+
+
+def consent_is_older(operation: Operation, cutoff: datetime) -> bool:
+    """Whether every consent of a Subscribe item was given before ``cutoff`` (aware).
+
+    A consent without ``consented_at``, or with one that is not ISO 8601 with a UTC offset, is
+    not: Klaviyo reads a time without offset in the account's zone (RULES.md D16), so it is
+    safer sent as live consent."""
+    payload = operation.payload
+    if operation.endpoint is not Endpoint.SUBSCRIBE or not isinstance(payload, dict):
+        return False
+    attributes = payload.get("attributes")
+    channels = attributes.get("subscriptions") if isinstance(attributes, dict) else None
+    if not isinstance(channels, dict) or not channels:
+        return False
+    for kinds in channels.values():
+        if not isinstance(kinds, dict) or not kinds:
+            return False
+        for consent in kinds.values():
+            at = consent.get("consented_at") if isinstance(consent, dict) else None
+            moment = _aware_moment(at)
+            if moment is None or not moment < cutoff:
+                return False
+    return True
+
+
+def _aware_moment(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else None
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 @dataclass(frozen=True, slots=True)

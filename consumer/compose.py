@@ -217,7 +217,11 @@ def build_service(
         decoder=translation.decoder,
         translator=translator,
         router=translation.router,
-        batching=Batching(settings.batch.linger_ms / 1000, history=history),
+        batching=Batching(
+            settings.batch.linger_ms / 1000,
+            history=history,
+            consent_historical_after_s=settings.rules.consent.historical_after_s,
+        ),
         deliveries=DeliveryScheduler(
             sender,
             per_key=delivery.max_concurrent_requests,

@@ -165,6 +165,24 @@ class DeadLetterSettings(_Section):
     write_timeout_s: float = Field(120.0, ge=1, le=3600)
 
 
+class ConsentSettings(_Section):
+    """How a run that sends consent live (``run``, ``dlq redrive``) sends old consent."""
+
+    # A subscription whose consent (consented_at) is older than this many seconds when it is
+    # batched goes as a historical import with its consented_at: no double opt-in, no "Added
+    # to list" flows (RULES.md S5). Newer consent, or consent without an offset-bearing time,
+    # goes live. null: all consent live. env: KAFKA_KLAVIYO_RULES__CONSENT__HISTORICAL_AFTER_S
+    historical_after_s: float | None = Field(86400.0, gt=0)
+
+    @field_validator("historical_after_s", mode="before")
+    @classmethod
+    def _none_from_text(cls, value: object) -> object:
+        # The environment has no null: "null" or "none" turns it off there too.
+        if isinstance(value, str) and value.strip().lower() in ("null", "none"):
+            return None
+        return value
+
+
 class RulesSettings(_Section):
     """The translation rules: operator rule files layered over the packaged defaults."""
 
@@ -176,6 +194,7 @@ class RulesSettings(_Section):
     metric_names: dict[str, str] = Field(default_factory=dict)
     # ISO 3166 alpha-2 region for phone numbers written without a country code.
     default_phone_region: str = Field("US", pattern=r"^[A-Z]{2}$")
+    consent: ConsentSettings = Field(default_factory=ConsentSettings)  # type: ignore[arg-type]
 
     @field_validator("dirs", mode="before")
     @classmethod

@@ -170,6 +170,11 @@ def customer_profile(customer: dict[str, Any], *, rule: str, region: str) -> JSO
         profile["email"] = customer["email"]
     if customer.get("customer_id"):
         profile["external_id"] = customer["customer_id"]
+    # Browser identity (the rules' anonymous_id and _kx): identifiers too, so before the phone.
+    if customer.get("anonymous_id"):
+        profile["anonymous_id"] = customer["anonymous_id"]
+    if customer.get("kx"):
+        profile["_kx"] = customer["kx"]
     if customer.get("phone"):
         try:
             profile["phone_number"] = e164(customer["phone"], region=region, rule=rule)
@@ -180,7 +185,9 @@ def customer_profile(customer: dict[str, Any], *, rule: str, region: str) -> JSO
                 raise
     if not profile:
         raise TranslationError(
-            "the customer has no email, phone or customer id", rule=rule, field="profile"
+            "the customer has no email, phone, customer id or browser id",
+            rule=rule,
+            field="profile",
         )
     for source, target in (("first_name", "first_name"), ("last_name", "last_name")):
         if customer.get(source):
@@ -195,7 +202,7 @@ def customer_profile(customer: dict[str, Any], *, rule: str, region: str) -> JSO
 
 def profile_identity(profile: JSONDict) -> str:
     """The identifier Klaviyo resolves the profile by, for in-batch dedup keys."""
-    for key in ("email", "phone_number", "external_id"):
+    for key in ("email", "phone_number", "external_id", "anonymous_id", "_kx"):
         if key in profile:
             value = profile[key]
             # Klaviyo compares e-mail addresses without regard to case.

@@ -87,6 +87,8 @@ def guide_order() -> Record:
                 "zip": "02110",
                 "country": "USA",
             },
+            "anonymous_id": None,
+            "kx": None,
         },
         "line_items": [
             _line(*WINNIE[:4], 1, WINNIE[4], WINNIE[5], 1),
@@ -144,6 +146,8 @@ def generated_orders(
                 "first_name": first,
                 "last_name": last,
                 "address": None,
+                "anonymous_id": None,
+                "kx": None,
             },
             "line_items": lines,
             "subtotal": _money(subtotal),
@@ -182,8 +186,19 @@ def _at(unix: int) -> datetime:
     return datetime.fromtimestamp(unix, UTC)
 
 
+#: The guide's browser identity: the shop's web-tracking id of John Smith's browser and the
+#: exchange id Klaviyo's tracking gave it (a stand-in: real values come from Klaviyo only).
+GUIDE_ANONYMOUS_ID = "guide-browser-7f3c9a"
+GUIDE_KX = "guide-kx-Mx8vQk2hZr"
+
+
 def _guide_customer() -> Record:
     return dict(guide_order()["customer"])
+
+
+def _guide_browser() -> Record:
+    """John Smith as the shop's web tracking knows him: his browser's ids besides his address."""
+    return _guide_customer() | {"anonymous_id": GUIDE_ANONYMOUS_ID, "kx": GUIDE_KX}
 
 
 def site_visited(
@@ -205,7 +220,7 @@ def guide_site_visit() -> Record:
     """John Smith lands on the shop (Active on Site)."""
     record = site_visited(
         "guide-visit",
-        _guide_customer(),
+        _guide_browser(),
         "http://www.example.com/",
         occurred_at=_at(GUIDE_VISIT_TIME),
     )
@@ -221,7 +236,7 @@ def guide_product_viewed() -> Record:
         "event_id": "guide-viewed",
         "store_id": "default",
         "occurred_at": _at(GUIDE_VIEW_TIME),
-        "customer": _guide_customer(),
+        "customer": _guide_browser(),
         "product": {
             "product_id": pid,
             "sku": sku,
@@ -321,8 +336,9 @@ def customer_upserted(
 
 
 def guide_customer_upserted() -> Record:
-    """John Smith's profile, with a customer id and a phone number Klaviyo accepts."""
-    customer = _guide_customer() | {"customer_id": GUIDE_CUSTOMER_ID, "phone": GUIDE_PHONE}
+    """John Smith's profile, with a customer id, a phone number Klaviyo accepts and the
+    exchange id of his browser (a profile import takes ``_kx``, not ``anonymous_id``)."""
+    customer = _guide_browser() | {"customer_id": GUIDE_CUSTOMER_ID, "phone": GUIDE_PHONE}
     return customer_upserted(
         "guide-customer",
         customer,

@@ -94,7 +94,10 @@ RULE_KEYS = frozenset(
 EVENT_KEYS = frozenset(
     {"metric", "profile", "properties", "unique_id", "time", "value", "value_currency", "backfill"}
 )
-IDENTIFIERS = ("email", "phone_number", "external_id", "anonymous_id")
+# Klaviyo's profile identifiers (RULES.md E1): ``_kx`` is the exchange id of its web tracking.
+IDENTIFIERS = ("email", "phone_number", "external_id", "anonymous_id", "_kx")
+# Klaviyo removed anonymous_id from profile imports in revision 2026-01-15 (RULES.md P10).
+NOT_IN_PROFILE_IMPORT = frozenset({"anonymous_id"})
 PROFILE_TEXT_KEYS = (
     *IDENTIFIERS,
     "first_name",
@@ -875,6 +878,16 @@ class _Checker:
         )
 
     def profile_upsert(self, body: LMap, scope: Scope) -> ProfileOutput | None:
+        refused = [key for key in body if key.rstrip("?") in NOT_IN_PROFILE_IMPORT]
+        for key in refused:
+            self.problem(
+                body.line_of(key),
+                f"profile_upsert.{key.rstrip('?')}",
+                "Klaviyo's profile import has no anonymous_id since revision 2026-01-15;"
+                " send it with events, and _kx here",
+            )
+        if refused:
+            return None
         profile = self.profile_block(body, body.line, "profile_upsert", scope, "attributes")
         return None if profile is None else ProfileOutput(profile)
 

@@ -21,7 +21,7 @@ from consumer.rules.functions import Where, rt_string
 UNSET: Any = object()
 
 CATALOG_PREFIX = "$custom:::$default:::"
-_IDENTIFIER_ORDER = ("email", "phone_number", "external_id", "anonymous_id")
+_IDENTIFIER_ORDER = ("email", "phone_number", "external_id", "anonymous_id", "_kx")
 _CREATE_ONLY = frozenset({"external_id", "integration_type", "catalog_type"})
 
 
@@ -103,7 +103,7 @@ def require_id(value: Any, where: Where) -> str:
 def no_identifier(where: Where) -> TranslationError:
     """The error for a profile left without any identifier."""
     return where.error(
-        "the profile has no identifier (email, phone_number, external_id and anonymous_id"
+        "the profile has no identifier (email, phone_number, external_id, anonymous_id and _kx"
         " are all empty)"
     )
 

@@ -68,6 +68,8 @@ def _customer() -> dict[str, Any]:
             "zip": "02110",
             "country": "USA",
         },
+        "anonymous_id": None,
+        "kx": None,
     }
 
 
@@ -401,7 +403,7 @@ def test_identical_writer_skips_resolution_but_different_one_resolves(
 def test_single_object_history_version_decodes_with_current_reader(tmp_path: Path) -> None:
     directory = tmp_path / "schemas"
     shutil.copytree(REPO_SCHEMAS, directory)
-    (directory / "history").mkdir()
+    (directory / "history").mkdir(exist_ok=True)
     name = "shop.events.OrderRefunded"
     raw = json.loads((directory / f"{name}.avsc").read_text())
     raw["fields"] = [f for f in raw["fields"] if f["name"] not in ("refund_total", "reason")]

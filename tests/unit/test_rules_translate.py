@@ -166,6 +166,8 @@ def customer(**changes: Any) -> dict[str, Any]:
         "first_name": "Ada",
         "last_name": "Lovelace",
         "address": None,
+        "anonymous_id": None,
+        "kx": None,
     }
     return base | changes
 

@@ -331,7 +331,7 @@ def test_history_versions_resolve_by_fingerprint_only(tmp_path: Path) -> None:
     directory = _copy_schemas(tmp_path)
     raw = json.loads((directory / "shop.events.OrderPlaced.avsc").read_text())
     raw["fields"] = [f for f in raw["fields"] if f["name"] != "discount_code"]
-    (directory / "history").mkdir()
+    (directory / "history").mkdir(exist_ok=True)
     (directory / "history" / "OrderPlaced-v1.avsc").write_text(json.dumps(raw))
     catalog = SchemaCatalog.load(directory)
     assert catalog.event_names == EVENTS  # history adds no names
