@@ -180,7 +180,7 @@ def test_a_slow_job_holds_back_neither_consumption_nor_the_commits_of_other_mess
         [job] = client.jobs(endpoint="profile_import")
         assert job.status in ("queued", "processing")
         assert client.profiles() == []
-        client.complete_job(job.job_id)
+        client.complete_job(job.id)
         wait_for(lambda: len(client.profiles()) == 3, 60, "the profiles stored")
         assert consumer.stop() == 0
     stack.assert_exactly_once(orders)
@@ -201,4 +201,4 @@ def test_sigterm_with_a_job_pending_stops_within_the_grace_and_names_the_job(
         output = consumer.output()
     [job] = client.jobs(endpoint="profile_import")
     warnings = [m for m in log_messages(output, "WARNING") if "without an outcome" in m]
-    assert len(warnings) == 1 and job.job_id in warnings[0], warnings
+    assert len(warnings) == 1 and job.id in warnings[0], warnings
