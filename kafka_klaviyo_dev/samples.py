@@ -679,9 +679,10 @@ _METRICS: dict[str, tuple[str, ...]] = {
 #: default rules post one item to, per record.
 _STATE_ENDPOINTS: dict[str, tuple[str, ...]] = {
     CUSTOMER_UPSERTED: ("profile_import",),
-    # Klaviyo has no bulk upsert: an item is updated, and created only when the update's job
-    # says it does not exist (README, Products).
-    PRODUCT_UPSERTED: ("catalog_update",),
+    # Klaviyo has no bulk upsert: an item is updated, and created when the update's job says
+    # it does not exist (README, Products). On a catalog without the item (a fresh account,
+    # as in the demo) the update stores nothing and the create stores it.
+    PRODUCT_UPSERTED: ("catalog_create",),
     PRODUCT_DELETED: ("catalog_delete",),
 }
 

@@ -465,5 +465,4 @@ JOURNEY_ACCEPTED = {
     "profile_import": 1,
     "subscribe": 1,
     "catalog_create": 2,
-    "catalog_update": 2,
 }

@@ -14,7 +14,7 @@ import pytest
 
 from kafka_klaviyo_dev.emulator import final_state
 from kafka_klaviyo_dev.emulator.app import EmulatorApp, Request
-from kafka_klaviyo_dev.emulator.config import EmulatorConfig, RateLimitSettings
+from kafka_klaviyo_dev.emulator.config import EmulatorConfig, JobSettings, RateLimitSettings
 from kafka_klaviyo_dev.emulator.control import ControlApi
 from kafka_klaviyo_dev.emulator.faults import FaultRule
 
@@ -24,7 +24,13 @@ ITEM = "$custom:::$default:::42"
 
 @pytest.fixture
 def app() -> EmulatorApp:
-    config = EmulatorConfig(api_keys=KEYS, rate_limits=RateLimitSettings(enabled=False))
+    # Lenient catalog: these tests are about which accepted write lands last, not about
+    # Klaviyo's catalog rules inside jobs (tests/unit/test_emulator_jobs.py has those).
+    config = EmulatorConfig(
+        api_keys=KEYS,
+        rate_limits=RateLimitSettings(enabled=False),
+        jobs=JobSettings(strict_catalog=False),
+    )
     return EmulatorApp(config)
 
 
