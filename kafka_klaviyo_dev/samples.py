@@ -710,9 +710,15 @@ def expected_accepted(records: Iterable[tuple[str, Record]]) -> Counter[str]:
     events = sum(expected_metrics(pairs).values())
     if events:
         counts["events"] = events
+    categories: set[str] = set()
     for name, record in pairs:
         if name == SUBSCRIPTION_CHANGED:
             counts["subscribe" if record["action"] == "SUBSCRIBE" else "unsubscribe"] += 1
         else:
             counts.update(_STATE_ENDPOINTS.get(name, ()))
+        if name == PRODUCT_UPSERTED:
+            categories.update(c for c in record["categories"] if c)
+    if categories:
+        # Each category is created once, before the first item naming it (README, Products).
+        counts["category_create"] = len(categories)
     return counts

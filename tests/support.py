@@ -465,4 +465,5 @@ JOURNEY_ACCEPTED = {
     "profile_import": 1,
     "subscribe": 1,
     "catalog_create": 2,
+    "category_create": 3,
 }

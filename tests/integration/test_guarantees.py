@@ -417,10 +417,12 @@ def test_every_event_type_of_the_guides_journey_reaches_klaviyo(stack: Stack) ->
         assert consumer.stop() == 0, consumer.output()[-5000:]
 
     stats = client.stats()
-    assert dict(stats.accepted) == JOURNEY_ACCEPTED
+    # (The upserts' updates store nothing on this fresh catalog: their creates do.)
+    assert {e: n for e, n in stats.accepted.items() if n} == JOURNEY_ACCEPTED
     assert sum(stats.validation_failures.values()) == 0, stats.validation_failures
     for endpoint in JOURNEY_ACCEPTED:
-        assert stats.responses(endpoint) == stats.responses(endpoint, 202), stats.requests
+        status = 201 if endpoint == "category_create" else 202
+        assert stats.responses(endpoint) == stats.responses(endpoint, status), stats.requests
 
     events = client.events()
     assert Counter(e.metric for e in events) == JOURNEY_METRICS

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from consumer.bodies import category_ids
 from consumer.decode import Decoder
 from consumer.endpoints import Endpoint
 from consumer.messages import EventPayload
@@ -71,17 +72,22 @@ def translated(pairs: list[tuple[str, dict]]) -> tuple[Counter[str], Counter[str
     endpoints: Counter[str] = Counter()
     metrics: Counter[str] = Counter()
     keys: Counter = Counter()
+    categories: set[str] = set()
     for name, record in pairs:
         for op in rules.translate(decoder.decode(encode_single_object(CATALOG, name, record))):
             # An upsert's update carries its create: on the demo's fresh catalog the update
             # finds no item and the create is what stores it.
             sent = Endpoint.CATALOG_CREATE if op.fallback is not None else op.endpoint
             endpoint = lookup(sent.spec.path)
+            if not isinstance(op.payload, EventPayload):
+                categories.update(category_ids(op.payload))
             assert endpoint is not None, op.endpoint
             endpoints[endpoint.name] += 1
             keys[(endpoint.name, op.dedup_key)] += 1
             if isinstance(op.payload, EventPayload):
                 metrics[op.payload.event["metric"]["data"]["attributes"]["name"]] += 1
+    if categories:  # created once each, before the items name them
+        endpoints["category_create"] = len(categories)
     return endpoints, metrics, keys
 
 
