@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ from kafka_klaviyo_dev.emulator.responses import (
     json_response,
     single_error,
 )
+from kafka_klaviyo_dev.emulator.rules.violations import COUNT_RULES, SIZE_RULES, RuleViolations
 from kafka_klaviyo_dev.emulator.state import EmulatorState
 from kafka_klaviyo_dev.emulator.validation import SpecValidators
 
@@ -94,6 +96,8 @@ class EmulatorApp:
         )
         self.faults = FaultBook(clock=clock)
         self.limiter = FixedWindowLimiter(clock=clock)
+        #: Refusals by RULES.md id (``GET /__emulator/rule-violations``).
+        self.violations = RuleViolations()
         #: Set when the server stops: held and delayed requests give up at once.
         self.stopping = threading.Event()
         self._accounts_by_key = dict(config.api_keys)
@@ -116,6 +120,7 @@ class EmulatorApp:
         self.faults.clear()
         self.limiter.reset()
         self.state.reset()
+        self.violations.reset()
 
     # --- the bulk endpoints -----------------------------------------------------------------
 
@@ -159,6 +164,7 @@ class EmulatorApp:
             reason=outcome.reason,
             fault=outcome.fault,
         )
+        self.violations.add(endpoint.name, outcome.rules)
         return response
 
     def _authenticate(self, request: Request) -> tuple[str | None, Response | None]:
@@ -223,6 +229,7 @@ class EmulatorApp:
         headers = decision.headers() if decision is not None else {}
         response = self._ingest(endpoint, request, account, outcome, selection.item_rules)
         response.headers.update(headers)
+        response.headers.update(outcome.headers)
         return response
 
     def _fault_response(
@@ -268,6 +275,7 @@ class EmulatorApp:
             )
         if len(request.body) > endpoint.max_bytes:
             outcome.reason = "too_large"
+            outcome.rules[SIZE_RULES.get(endpoint.name, "size")] += 1
             return single_error(
                 413,
                 f"The payload may not exceed {endpoint.max_bytes:,} bytes; got "
@@ -278,6 +286,7 @@ class EmulatorApp:
             body = orjson.loads(request.body)
         except orjson.JSONDecodeError:
             outcome.reason = "validation"
+            outcome.rules["json"] += 1
             return single_error(
                 400,
                 "The request body is not valid JSON.",
@@ -291,11 +300,13 @@ class EmulatorApp:
         )
         if too_many is not None:
             outcome.reason = "validation"
+            outcome.rules[COUNT_RULES.get(endpoint.name, "count")] += 1
             return invalid([too_many])
         if self.validators is not None:
             schema_issues = self.validators.for_path(endpoint.path).issues(body)
             if schema_issues:
                 outcome.reason = "validation"
+                outcome.rules["schema"] += len(schema_issues)
                 return invalid([(i.pointer, i.detail) for i in schema_issues])
         received_at = time.time()
         ctx = CheckContext(
@@ -303,12 +314,19 @@ class EmulatorApp:
             received_at=received_at,
             strings_fit=body_strings_fit(request.body),
             job=_job_attributes(body),
+            body=body,
+            schema=self.validators.for_path(endpoint.path).schema if self.validators else None,
         )
         issues = list(extracted.issues)
-        issues += run_checks(extracted.items, ctx, endpoint.item_checks, endpoint.request_checks)
+        outcome.rules["schema"] += len(issues)
+        issues += run_checks(
+            extracted.items, ctx, endpoint.item_checks, endpoint.request_checks, outcome.rules
+        )
         if issues:
             outcome.reason = "validation"
             return invalid(issues)
+        if ctx.partial_failures:
+            outcome.headers["X-Klaviyo-Partial-Failure"] = ",".join(sorted(ctx.partial_failures))
         if item_rules:
             rejected = self._reject_items(extracted.items, item_rules)
             if rejected:
@@ -364,6 +382,9 @@ class _Outcome:
     items: int = 0
     reason: str | None = None
     fault: str | None = None
+    #: RULES.md id -> errors, for a refused request (see :mod:`.rules.violations`).
+    rules: Counter[str] = field(default_factory=Counter)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _is_test_domain(record: Mapping[str, Any]) -> bool:

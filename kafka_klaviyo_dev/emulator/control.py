@@ -13,6 +13,7 @@ Plain JSON over HTTP so that a test in another process can drive the emulator::
                                                (?account= &identifier= &value=)
     GET    /__emulator/stats                   counters
     GET    /__emulator/requests                recent request summaries (?limit=)
+    GET    /__emulator/rule-violations         refusals by endpoint and RULES.md rule id
     POST   /__emulator/reset                   forget data, counters, faults, rate windows
     GET    /__emulator/faults                  active fault rules
     POST   /__emulator/faults                  add a rule (JSON, see emulator.faults)
@@ -59,6 +60,9 @@ class ControlApi:
             ("GET", "profiles"): self._profiles,
             ("GET", "stats"): self._stats,
             ("GET", "requests"): self._requests,
+            ("GET", "rule-violations"): lambda _: json_response(
+                200, {"data": self.app.violations.snapshot()}
+            ),
             ("POST", "reset"): self._reset,
             ("GET", "faults"): self._faults,
             ("POST", "faults"): self._add_fault,
