@@ -39,11 +39,12 @@ class RuleViolations:
         self._counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
     def add(self, endpoint: str, rules: Mapping[str, int]) -> None:
-        """Count the rules one refused request broke (rule id -> errors)."""
-        if not rules:
+        """Count the rules one refused request broke (rule id -> errors; zeros are skipped)."""
+        broken = {rule: count for rule, count in rules.items() if count > 0}
+        if not broken:
             return
         with self._lock:
-            self._counts[endpoint].update(rules)
+            self._counts[endpoint].update(broken)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """endpoint -> rule id -> refusals (only what was seen)."""
