@@ -285,10 +285,12 @@ def check_consent_times(item: Item, ctx: CheckContext) -> Iterator[Issue]:
 def check_metric_name(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """An event needs a metric name (the schema says so too; this holds without it) of less
     than 128 characters."""
-    where = jp.join(item.pointer, ("attributes", "metric", "data", "attributes", "name"))
+    if item.metric and len(item.metric) < MAX_METRIC_NAME:
+        return
+    where = f"{item.pointer}/attributes/metric/data/attributes/name"
     if not item.metric:  # missing, empty or not a string
         yield Issue(where, "'name' is required.")
-    elif len(item.metric) >= MAX_METRIC_NAME:
+    else:
         yield Issue(where, f"Metric name must be less than {MAX_METRIC_NAME} characters.")
 
 

@@ -561,6 +561,20 @@ def test_count_size_schema_and_json_refusals_are_counted_by_rule(app: EmulatorAp
     }
 
 
+def test_unknown_fields_come_in_body_order(app: EmulatorApp) -> None:
+    doc = events_body()
+    groups = doc["data"]["attributes"]["events-bulk-create"]["data"]
+    groups[0]["attributes"]["events"]["data"] = [
+        {**groups[0]["attributes"]["events"]["data"][0], "extra": i} for i in range(11)
+    ]
+    for i, event in enumerate(groups[0]["attributes"]["events"]["data"]):
+        event["attributes"] = {**event["attributes"], "unique_id": f"u{i}"}
+    response = post(app, "events", doc)
+    pointers = [e["source"]["pointer"] for e in errors_of(response)]
+    assert pointers == [f"{GROUP}/events/data/{i}/extra" for i in range(11)]
+    assert app.violations.snapshot() == {"events": {"X1": 11}}
+
+
 def test_several_broken_rules_are_each_counted(app: EmulatorApp) -> None:
     doc = events_body()
     put(f"{EVENT}/value_currency", "eur")(doc)

@@ -58,6 +58,28 @@ def check_property_count(item: Item, ctx: CheckContext) -> Iterator[Issue]:
         )
 
 
+def _shape_fits(node: dict[str, Any], depth: int) -> bool:
+    """The common case, no issue, decided without building a pointer (``node`` at ``depth``)."""
+    if depth > MAX_NESTING:
+        return False
+    stack: list[tuple[Any, int]] = [(node, depth)]
+    while stack:
+        value, level = stack.pop()
+        for child in value.values() if type(value) is dict else value:
+            kind = type(child)
+            if kind is dict:
+                if level >= MAX_NESTING:
+                    return False
+                stack.append((child, level + 1))
+            elif kind is list:
+                if len(child) > MAX_ARRAY_ITEMS:
+                    return False
+                stack.append((child, level))  # an array adds no object level
+            elif kind is int and not MIN_INT <= child <= MAX_INT:
+                return False
+    return True
+
+
 def _shape_issues(node: Any, base: str) -> Iterator[Issue]:
     """Arrays too long, objects too deep, integers too wide, below ``node`` (level 1)."""
     stack: list[tuple[Any, str, int]] = [(node, base, 1)]
@@ -98,7 +120,7 @@ def _shape_issues(node: Any, base: str) -> Iterator[Issue]:
 def check_property_shape(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """D5: arrays of at most 4,000 items, at most 10 levels of objects, 64-bit integers."""
     properties = item.attributes.get("properties")
-    if isinstance(properties, dict) and properties:
+    if isinstance(properties, dict) and properties and not _shape_fits(properties, 1):
         yield from _shape_issues(properties, _properties_pointer(item))
 
 
