@@ -312,6 +312,14 @@ CASES = [
     Case("X1", "subscribe", put("/data/attributes/list_id", "L1"), "/data/attributes/list_id",
          "'list_id' is not a valid field for the resource "
          "'profile-subscription-bulk-create-job'."),
+    Case("X1", "subscribe",
+         put(f"{ITEM}/attributes/subscriptions/push", {
+             "marketing": SUBSCRIBED,
+             "tokens": [{"token": "t", "platform": "ios", "vendor": "apns"},
+                        {"token": "u", "platform": "ios", "vendor": "apns", "colour": "red"}],
+         }),
+         f"{ITEM}/attributes/subscriptions/push/tokens/1/colour",
+         "'colour' is not a valid field for the resource 'profile'."),
     Case("X1", "catalog_create", put(f"{CAT}/attributes/sku", "1"), f"{CAT}/attributes/sku",
          "'sku' is not a valid field for the resource 'catalog-item'."),
     Case("X1", "catalog_delete", put(f"{CAT}/attributes", {"title": "x"}), f"{CAT}/attributes",
