@@ -14,6 +14,11 @@ Registered with ``pytest_plugins = ["tests.fixtures_emulator"]`` (or
   (Retry-After debts, fault expiry, rate-limit windows) moves only when the test steps it.
 
 Two accounts exist by default, ``acme`` and ``beta``, each with its own key.
+
+After each test, every emulator it used must have refused no body for breaking a Klaviyo rule
+(``EmulatorClient.rule_violations()``: RULES.md ids, schema, JSON): a consumer that sends bad
+bodies fails its tests even when its dead-letter handling hides the 400s. A test that sends bad
+bodies on purpose opts out with ``@pytest.mark.emulator_violations_expected``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,29 @@ from kafka_klaviyo_dev.emulator import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+VIOLATIONS_EXPECTED = "emulator_violations_expected"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{VIOLATIONS_EXPECTED}: the test sends bodies that break Klaviyo's rules on purpose; "
+        "the emulator fixtures do not assert that none were refused",
+    )
+
+
+def _assert_no_violations(request: pytest.FixtureRequest, running: RunningEmulator) -> None:
+    """Fail the test if ``running`` refused a body for a rule, unless the test expects it."""
+    if request.node.get_closest_marker(VIOLATIONS_EXPECTED) is not None:
+        return
+    violations = running.client.rule_violations()
+    assert not violations, (
+        f"the emulator refused bodies that break Klaviyo's rules (endpoint -> rule -> count): "
+        f"{violations}; mark the test @pytest.mark.{VIOLATIONS_EXPECTED} if it sends them on "
+        "purpose"
+    )
+
+
 #: key -> account. Fake keys: nothing secret, and never valid against the real Klaviyo.
 DEFAULT_API_KEYS: Mapping[str, str] = {
     "pk_emulator_test_acme": "acme",
@@ -154,15 +182,18 @@ def _emulator_session(klaviyo_spec_path: Path) -> Iterator[RunningEmulator]:
 
 
 @pytest.fixture
-def emulator(_emulator_session: RunningEmulator) -> RunningEmulator:
+def emulator(
+    _emulator_session: RunningEmulator, request: pytest.FixtureRequest
+) -> Iterator[RunningEmulator]:
     """The session's emulator (validation on, rate limits off), reset for this test."""
     _emulator_session.client.reset()
-    return _emulator_session
+    yield _emulator_session
+    _assert_no_violations(request, _emulator_session)
 
 
 @pytest.fixture
 def emulator_factory(
-    klaviyo_spec_path: Path,
+    klaviyo_spec_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., RunningEmulator]]:
     """``emulator_factory(**config_fields)``: a new emulator, stopped after the test.
 
@@ -180,6 +211,8 @@ def emulator_factory(
 
     try:
         yield make
+        for running in started:
+            _assert_no_violations(request, running)
     finally:
         for running in started:
             _stop(running)

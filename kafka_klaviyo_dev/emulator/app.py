@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +63,7 @@ from kafka_klaviyo_dev.emulator.responses import (
     json_response,
     single_error,
 )
+from kafka_klaviyo_dev.emulator.rules.violations import COUNT_RULES, SIZE_RULES, RuleViolations
 from kafka_klaviyo_dev.emulator.state import EmulatorState
 from kafka_klaviyo_dev.emulator.validation import SpecValidators
 
@@ -114,6 +116,8 @@ class EmulatorApp:
         # Check-then-store of catalog operations is atomic: two creates of one id never both
         # succeed.
         self._catalog_lock = threading.Lock()
+        #: Refusals by RULES.md id (``GET /__emulator/rule-violations``).
+        self.violations = RuleViolations()
         #: Set when the server stops: held and delayed requests give up at once.
         self.stopping = threading.Event()
         self._accounts_by_key = dict(config.api_keys)
@@ -145,6 +149,7 @@ class EmulatorApp:
         self.jobs.reset()
         self.job_settings = self.config.jobs
         self.state.reset()
+        self.violations.reset()
 
     def advance_jobs(self) -> list[jb.Job]:
         """Finish the jobs that are due by the clock; the jobs finished now."""
@@ -199,6 +204,7 @@ class EmulatorApp:
             fault=outcome.fault,
             job=outcome.job,
         )
+        self.violations.add(endpoint.name, outcome.rules)
         return response
 
     def _authenticate(self, request: Request) -> tuple[str | None, Response | None]:
@@ -244,6 +250,7 @@ class EmulatorApp:
         headers = decision.headers() if decision is not None else {}
         response = self._ingest(endpoint, request, account, outcome, selection)
         response.headers.update(headers)
+        response.headers.update(outcome.headers)
         return response
 
     def _gate(
@@ -316,6 +323,7 @@ class EmulatorApp:
             )
         if len(request.body) > endpoint.max_bytes:
             outcome.reason = "too_large"
+            outcome.rules[SIZE_RULES.get(endpoint.name, "size")] += 1
             return single_error(
                 413,
                 f"The payload may not exceed {endpoint.max_bytes:,} bytes; got "
@@ -326,6 +334,7 @@ class EmulatorApp:
             body = orjson.loads(request.body)
         except orjson.JSONDecodeError:
             outcome.reason = "validation"
+            outcome.rules["json"] += 1
             return single_error(
                 400,
                 "The request body is not valid JSON.",
@@ -339,11 +348,13 @@ class EmulatorApp:
         )
         if too_many is not None:
             outcome.reason = "validation"
+            outcome.rules[COUNT_RULES.get(endpoint.name, "count")] += 1
             return invalid([too_many])
         if self.validators is not None:
             schema_issues = self.validators.for_path(endpoint.path).issues(body)
             if schema_issues:
                 outcome.reason = "validation"
+                outcome.rules["schema"] += len(schema_issues)
                 return invalid([(i.pointer, i.detail) for i in schema_issues])
         received_at = time.time()
         ctx = CheckContext(
@@ -351,12 +362,19 @@ class EmulatorApp:
             received_at=received_at,
             strings_fit=body_strings_fit(request.body),
             job=_job_attributes(body),
+            body=body,
+            schema=self.validators.for_path(endpoint.path).schema if self.validators else None,
         )
         issues = list(extracted.issues)
-        issues += run_checks(extracted.items, ctx, endpoint.item_checks, endpoint.request_checks)
+        outcome.rules["schema"] += len(issues)
+        issues += run_checks(
+            extracted.items, ctx, endpoint.item_checks, endpoint.request_checks, outcome.rules
+        )
         if issues:
             outcome.reason = "validation"
             return invalid(issues)
+        if ctx.partial_failures:
+            outcome.headers["X-Klaviyo-Partial-Failure"] = ",".join(sorted(ctx.partial_failures))
         if selection.item_rules:
             rejected = self._reject_items(extracted.items, selection.item_rules)
             if rejected:
@@ -692,6 +710,9 @@ class _Outcome:
     reason: str | None = None
     fault: str | None = None
     job: str | None = None
+    #: RULES.md id -> errors, for a refused request (see :mod:`.rules.violations`).
+    rules: Counter[str] = field(default_factory=Counter)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _get(node: Any, *keys: str) -> Any:

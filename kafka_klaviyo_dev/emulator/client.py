@@ -535,6 +535,11 @@ class EmulatorClient:
         data: list[dict[str, Any]] = self._call("GET", "/requests", params={"limit": limit})
         return data
 
+    def rule_violations(self) -> dict[str, dict[str, int]]:
+        """Refusals since the last reset: endpoint -> RULES.md rule id (or ``schema``) -> count."""
+        data: dict[str, dict[str, int]] = self._call("GET", "/rule-violations")
+        return data
+
     def reset(self) -> None:
         """Forget accepted data, counters, faults and rate-limit windows."""
         self._call("POST", "/reset")

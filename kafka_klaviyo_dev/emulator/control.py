@@ -26,6 +26,7 @@ Plain JSON over HTTP so that a test in another process can drive the emulator::
                                                drops that override)
     GET    /__emulator/stats                   counters
     GET    /__emulator/requests                recent request summaries (?limit=)
+    GET    /__emulator/rule-violations         refusals by endpoint and RULES.md rule id
     POST   /__emulator/reset                   forget data, counters, faults, rate windows
     GET    /__emulator/faults                  active fault rules
     POST   /__emulator/faults                  add a rule (JSON, see emulator.faults)
@@ -80,6 +81,9 @@ class ControlApi:
             ("POST", "job-settings"): self._set_job_settings,
             ("GET", "stats"): self._stats,
             ("GET", "requests"): self._requests,
+            ("GET", "rule-violations"): lambda _: json_response(
+                200, {"data": self.app.violations.snapshot()}
+            ),
             ("POST", "reset"): self._reset,
             ("GET", "faults"): self._faults,
             ("POST", "faults"): self._add_fault,

@@ -31,6 +31,7 @@ from kafka_klaviyo_dev.emulator.items import (
     extract_profiles,
 )
 from kafka_klaviyo_dev.emulator.limits import ItemCheck, RequestCheck
+from kafka_klaviyo_dev.emulator.rules import catalog, contacts, events, fields
 
 MB = 1_000_000
 KB = 1_000
@@ -191,7 +192,23 @@ _BULK_SMALL = WindowLimits(burst=10, steady=150)
 _BULK_LARGE = WindowLimits(burst=75, steady=750)
 _READ_LARGE = WindowLimits(burst=350, steady=3500)
 
-_PROFILE_CHECKS: tuple[ItemCheck, ...] = (limits.check_strings, limits.check_phone)
+# Which checks each endpoint runs, by RULES.md id. Order matters where two checks can name the
+# same pointer: the first one's issue (and rule id) is kept, so the specific rules come before
+# the general X1 (a request check, run after the item checks).
+_PROFILE_DATA: tuple[ItemCheck, ...] = (
+    contacts.check_phone,  # D4 (E8, P6, S12: E.164)
+    contacts.check_email,  # D3
+    contacts.check_locale,  # E9, P7
+    contacts.check_time_zone,  # E11, P7
+    contacts.check_patch_values,  # E13
+)
+_CATALOG_DATA: tuple[ItemCheck, ...] = (
+    limits.check_strings,  # E4
+    catalog.check_custom_metadata,  # C6
+    catalog.check_category_ids,  # C7
+    catalog.check_urls,  # C10
+)
+_FIELDS: tuple[RequestCheck, ...] = (fields.check_unknown_fields,)  # X1
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -204,14 +221,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         limits=_BULK_SMALL,
         extract=extract_events,
         item_checks=(
-            limits.check_strings,
-            limits.check_profile_strings,
-            limits.check_phone,
-            limits.check_profile_identified,
-            limits.check_metric_name,
-            limits.check_event_time,
+            limits.check_strings,  # E4, E14 (strings)
+            limits.check_profile_strings,  # E4
+            limits.check_profile_identified,  # E1, D1
+            *_PROFILE_DATA,
+            events.check_profile_size,  # D5 (profile object)
+            limits.check_metric_name,  # E18
+            limits.check_event_time,  # E16, D6
+            events.check_property_count,  # E14
+            events.check_property_shape,  # D5
+            events.check_unique_id,  # D7
+            events.check_currency,  # E17
+            events.check_metric_service,  # E19
         ),
-        request_checks=(limits.duplicate_events,),
+        request_checks=(limits.duplicate_events, *_FIELDS),  # E20, X1
         dedup_key=dedup.event_key,
         record=record_event,
     ),
@@ -225,10 +248,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         limits=_BULK_SMALL,
         extract=extract_profiles,
         item_checks=(
-            *_PROFILE_CHECKS,
-            limits.check_profile_identified,
-            limits.make_item_size_check(100 * KB, "profile"),
+            limits.check_strings,  # E4
+            limits.check_profile_identified,  # D14
+            *_PROFILE_DATA,
+            fields.check_no_anonymous_id,  # P10
+            limits.make_item_size_check(100 * KB, "profile", "P3"),
         ),
+        request_checks=_FIELDS,
         record=record_profile,
         returns_job=True,
     ),
@@ -241,7 +267,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         max_bytes=5 * MB,
         limits=_BULK_LARGE,
         extract=extract_profiles,
-        item_checks=(*_PROFILE_CHECKS, limits.check_consent_times),
+        item_checks=(
+            limits.check_strings,  # E4
+            contacts.check_subscriber_identified,  # S10
+            contacts.check_subscribe_email,  # S11
+            contacts.check_subscribe_phone,  # S12
+            contacts.check_phone,  # D4, S12 (E.164)
+            contacts.check_email,  # D3
+            limits.check_consent_times,  # S2-S4
+        ),
+        request_checks=_FIELDS,
         record=record_subscription,
     ),
     Endpoint(
@@ -253,7 +288,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         max_bytes=5 * MB,
         limits=_BULK_LARGE,
         extract=extract_profiles,
-        item_checks=_PROFILE_CHECKS,
+        item_checks=(
+            limits.check_strings,  # E4
+            contacts.check_unsubscribe_channels,  # U4
+            contacts.check_unsubscribe_phone,  # U6
+            contacts.check_email,  # D3
+        ),
+        request_checks=_FIELDS,
         record=record_subscription,
     ),
     Endpoint(
@@ -265,7 +306,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         max_bytes=5 * MB,
         limits=_BULK_LARGE,
         extract=extract_catalog_items,
-        item_checks=(limits.check_strings,),
+        item_checks=(
+            fields.check_no_id_on_create,  # D24
+            catalog.check_catalog_type,  # C5
+            *_CATALOG_DATA,
+        ),
+        request_checks=_FIELDS,
         record=record_catalog_item,
         returns_job=True,
     ),
@@ -278,7 +324,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         max_bytes=5 * MB,
         limits=_BULK_LARGE,
         extract=extract_catalog_items,
-        item_checks=(limits.check_strings,),
+        item_checks=(
+            fields.check_update_immutables,  # C11
+            catalog.check_item_id,  # C8
+            *_CATALOG_DATA,
+        ),
+        request_checks=_FIELDS,
         record=record_catalog_item,
         returns_job=True,
     ),
@@ -291,7 +342,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         max_bytes=5 * MB,
         limits=_BULK_LARGE,
         extract=extract_catalog_items,
-        item_checks=(),
+        item_checks=(catalog.check_item_id,),  # C8
+        request_checks=_FIELDS,
         record=record_catalog_item,
         returns_job=True,
     ),

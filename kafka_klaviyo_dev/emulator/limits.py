@@ -5,6 +5,11 @@ Each check takes items (see :mod:`kafka_klaviyo_dev.emulator.items`) and returns
 Klaviyo refuses the whole request when any of these fail; the pointers let a client drop
 exactly the bad items and resend the rest.
 
+Every check is tagged with the id of the rule it enforces in ``RULES.md`` (Klaviyo's rules
+written only in prose, ``/work/shared/klaviyo/RULES.md``) through :func:`enforces`;
+:func:`run_checks` counts refusals by that id. The checks of the rules beyond these basic
+limits live in :mod:`kafka_klaviyo_dev.emulator.rules`.
+
 Sizes are counted in bytes of UTF-8 and in decimal units (5 MB = 5,000,000 bytes, 100 KB =
 100,000 bytes): Klaviyo does not say which unit it means, and the stricter reading keeps a
 client that passes here safe against the real service.
@@ -14,10 +19,11 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import phonenumbers
@@ -27,6 +33,7 @@ from kafka_klaviyo_dev.emulator.dedup import EventKey, event_key, parse_time
 from kafka_klaviyo_dev.emulator.items import Issue, Item
 
 MAX_STRING_BYTES = 100_000
+MAX_METRIC_NAME = 128
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 #: Klaviyo's ingestion limits page: event timestamps between 2000 and now + 1 year. (The
 #: schema's description says 1990; the documented ingestion limit is the stricter one.)
@@ -48,6 +55,13 @@ class CheckContext:
     strings_fit: bool = False
     #: The request's own attributes (``data.attributes``), e.g. ``historical_import``.
     job: Mapping[str, Any] = field(default_factory=dict)
+    #: The whole parsed body, for the checks that walk more than the items (X1).
+    body: Any = None
+    #: The operation's resolved requestBody schema when the spec is loaded (None without).
+    schema: Mapping[str, Any] | None = None
+    #: Fields Klaviyo ignored rather than refused (D4: an invalid phone beside a valid
+    #: identifier): the ``X-Klaviyo-Partial-Failure`` header of the 202.
+    partial_failures: set[str] = field(default_factory=set)
 
 
 ItemCheck = Callable[[Item, CheckContext], Iterable[Issue]]
@@ -55,6 +69,29 @@ RequestCheck = Callable[[Sequence[Item], CheckContext], Iterable[Issue]]
 
 #: Item checks whose issues depend only on ``item.profile`` and ``item.profile_pointer``.
 _PROFILE_CHECKS: set[ItemCheck] = set()
+#: check -> the RULES.md id it enforces.
+_RULE_OF: dict[Callable[..., Iterable[Issue]], str] = {}
+
+#: Rule id of refusals that are no RULES.md rule but the OpenAPI schema itself.
+SCHEMA_RULE = "schema"
+
+
+_Check = TypeVar("_Check", bound=Callable[..., Iterable[Issue]])
+
+
+def enforces(rule: str) -> Callable[[_Check], _Check]:
+    """Tag a check with the RULES.md id of the rule it enforces (``@enforces("E14")``)."""
+
+    def tag(check: _Check) -> _Check:
+        _RULE_OF[check] = rule
+        return check
+
+    return tag
+
+
+def rule_of(check: Callable[..., Iterable[Issue]]) -> str:
+    """The RULES.md id ``check`` enforces ("?" for an untagged check)."""
+    return _RULE_OF.get(check, "?")
 
 
 def profile_check(check: ItemCheck) -> ItemCheck:
@@ -152,12 +189,14 @@ def oversized_strings(node: Any, base: str, limit: int = MAX_STRING_BYTES) -> It
             stack.extend((v, jp.join(where, (i,))) for i, v in enumerate(value))
 
 
+@enforces("E4")
 def check_strings(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """No string in the item may exceed 100 KB."""
     yield from oversized_strings(item.resource, item.pointer)
 
 
 @profile_check
+@enforces("E4")
 def check_profile_strings(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """No string in the item's profile, when that is not the item itself, may exceed 100 KB."""
     if item.profile is not None and item.profile is not item.resource and item.profile_pointer:
@@ -168,6 +207,7 @@ _STRING_CHECKS = frozenset({check_strings, check_profile_strings})
 
 
 @profile_check
+@enforces("E8")
 def check_phone(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """A profile's ``phone_number`` must be a valid E.164 number."""
     if item.profile is None or item.profile_pointer is None:
@@ -182,6 +222,7 @@ def check_phone(item: Item, ctx: CheckContext) -> Iterator[Issue]:
 
 
 @profile_check
+@enforces("E1")
 def check_profile_identified(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """A profile needs at least one identifier (email, phone_number, external_id, id...)."""
     if item.profile is not None and item.identity is None:
@@ -191,6 +232,7 @@ def check_profile_identified(item: Item, ctx: CheckContext) -> Iterator[Issue]:
         )
 
 
+@enforces("E16")
 def check_event_time(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """An event's ``time`` must be ISO 8601, not before 2000 nor more than a year ahead."""
     raw = item.attributes.get("time")
@@ -206,6 +248,7 @@ def check_event_time(item: Item, ctx: CheckContext) -> Iterator[Issue]:
         )
 
 
+@enforces("S2")
 def check_consent_times(item: Item, ctx: CheckContext) -> Iterator[Issue]:
     """RULES.md S2-S4: ``consented_at`` only in a historical import, and a historical import
     needs a ``consented_at`` in the past on every consent."""
@@ -238,18 +281,23 @@ def check_consent_times(item: Item, ctx: CheckContext) -> Iterator[Issue]:
                     )
 
 
+@enforces("E18")
 def check_metric_name(item: Item, ctx: CheckContext) -> Iterator[Issue]:
-    """An event needs a metric name (the schema says so too; this holds without it)."""
+    """An event needs a metric name (the schema says so too; this holds without it) of less
+    than 128 characters."""
+    if item.metric and len(item.metric) < MAX_METRIC_NAME:
+        return
+    where = f"{item.pointer}/attributes/metric/data/attributes/name"
     if not item.metric:  # missing, empty or not a string
-        yield Issue(
-            jp.join(item.pointer, ("attributes", "metric", "data", "attributes", "name")),
-            "'name' is required.",
-        )
+        yield Issue(where, "'name' is required.")
+    else:
+        yield Issue(where, f"Metric name must be less than {MAX_METRIC_NAME} characters.")
 
 
-def make_item_size_check(limit: int, noun: str) -> ItemCheck:
-    """Each item's JSON may not exceed ``limit`` bytes (Bulk Import Profiles: 100 KB)."""
+def make_item_size_check(limit: int, noun: str, rule: str) -> ItemCheck:
+    """Each item's JSON may not exceed ``limit`` bytes (Bulk Import Profiles: 100 KB, P3)."""
 
+    @enforces(rule)
     def check(item: Item, ctx: CheckContext) -> Iterator[Issue]:
         size = len(orjson.dumps(item.resource))
         if size > limit:
@@ -258,6 +306,7 @@ def make_item_size_check(limit: int, noun: str) -> ItemCheck:
     return check
 
 
+@enforces("E20")
 def duplicate_events(items: Sequence[Item], ctx: CheckContext) -> Iterator[Issue]:
     """A (profile, metric, unique_id) that appears twice in one request fails the request.
 
@@ -283,9 +332,14 @@ def run_checks(
     ctx: CheckContext,
     item_checks: Sequence[ItemCheck],
     request_checks: Sequence[RequestCheck],
+    tally: Counter[str] | None = None,
 ) -> list[Issue]:
-    """All issues, each pointer once, in body order."""
+    """All issues, each pointer once, in body order; the first check to name a pointer wins.
+
+    ``tally``, if given, gains one count per issue kept under the RULES.md id of its check.
+    """
     found: dict[str, Issue] = {}
+    rules: dict[str, str] = {}
     if ctx.strings_fit:
         item_checks = tuple(check for check in item_checks if check not in _STRING_CHECKS)
     # An item whose profile is the previous item's (same group) skips the profile checks:
@@ -302,10 +356,14 @@ def run_checks(
         previous = item
         for check in item_only if same_profile else item_checks:
             for issue in check(item, ctx):
-                found.setdefault(issue.pointer, issue)
+                if found.setdefault(issue.pointer, issue) is issue:
+                    rules[issue.pointer] = rule_of(check)
     for request_check in request_checks:
         for issue in request_check(items, ctx):
-            found.setdefault(issue.pointer, issue)
+            if found.setdefault(issue.pointer, issue) is issue:
+                rules[issue.pointer] = rule_of(request_check)
+    if tally is not None:
+        tally.update(rules.values())
     return list(found.values())
 
 
