@@ -15,7 +15,8 @@ from collections import Counter
 
 import click
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from consumer.exit_codes import EXIT_CONFIG
 from consumer.redact import mask
