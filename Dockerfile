@@ -23,7 +23,7 @@ COPY schemas ./schemas
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/kafka-klaviyo \
     && /opt/kafka-klaviyo/bin/pip install /wheels/kafka_klaviyo-*.whl \
-    && /opt/kafka-klaviyo/bin/pip uninstall --yes pip
+    && /opt/kafka-klaviyo/bin/pip uninstall --yes pip setuptools
 
 # -- dev: the same wheel with the dev extra and kafka_klaviyo_dev, for the emulator ----------
 #   docker run --rm -p 8080:8080 kafka-klaviyo-dev emulator --host 0.0.0.0 --port 8080 --api-key KEY
