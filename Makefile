@@ -96,3 +96,24 @@ bench-translate: install ## Compiled rules vs hand-written OrderPlaced translati
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results.json .coverage .coverage.* htmlcov
+
+# --- The chart on a real API server: `make test-cluster`, beside `make test`, not part of it --
+# A real etcd and kube-apiserver, built once from their Go modules (tests/cluster/build_tools.sh:
+# about 12 minutes on 2 cores, cached in $(TOOLS) beside helm), then tests/cluster/: strict
+# server-side validation, helm install, upgrade and uninstall of the chart. No kubelet,
+# scheduler or controller-manager: the server validates and stores objects, no Pod ever runs.
+ETCD_VERSION   := v3.7.3
+KUBE_VERSION   := v1.37.2
+ETCD           := $(TOOLS)/bin/etcd-$(ETCD_VERSION)
+KUBE_APISERVER := $(TOOLS)/bin/kube-apiserver-$(KUBE_VERSION)
+
+.PHONY: cluster-tools test-cluster
+
+cluster-tools: $(HELM) ## etcd, kube-apiserver (and helm) for test-cluster, built once into the cache
+	@command -v go >/dev/null || { echo "FAIL: Go is needed to build etcd and kube-apiserver (https://go.dev/dl/)"; exit 1; }
+	@TOOLS=$(TOOLS) ETCD_VERSION=$(ETCD_VERSION) KUBE_VERSION=$(KUBE_VERSION) GOPATH=$(TOOLS)/go \
+		nice -n 10 sh tests/cluster/build_tools.sh
+
+test-cluster: install cluster-tools ## The chart installed, upgraded, uninstalled on a real kube-apiserver
+	KAFKA_KLAVIYO_ETCD=$(ETCD) KAFKA_KLAVIYO_KUBE_APISERVER=$(KUBE_APISERVER) KAFKA_KLAVIYO_HELM=$(HELM) \
+		$(PY) -m pytest -q tests/cluster

@@ -14,7 +14,7 @@ TOOLS=${TOOLS:-$HOME/.cache/kafka-klaviyo/tools}
 # another 12 minutes.
 export GOMODCACHE=${GOMODCACHE:-$TOOLS/go/mod}
 export GOCACHE=${GOCACHE:-$TOOLS/go/build}
-export GOFLAGS=-mod=mod
+export GOFLAGS="-mod=mod -modcacherw"
 BIN=$TOOLS/bin
 WORK=$TOOLS/src
 mkdir -p "$BIN" "$WORK"
