@@ -31,7 +31,7 @@ RELEASE = "klaviyo"
 DEFAULTS_RELEASE = "klaviyo-defaults"
 # What the upgrade changes, and where each change must show on the server.
 UPGRADE = [
-    "replicas=4",
+    "podDisruptionBudget.minAvailable=1",
     "autoscaling.maxReplicas=8",
     "config.delivery.shutdown_grace_s=50",
     "metrics.prometheusRule.lagThreshold=9000",
@@ -196,7 +196,8 @@ def test_install_upgrade_uninstall(cluster: ApiServer, helm: Helm) -> None:
     assert not problems, "\n".join(problems)
     after = cluster.get(find(upgraded, "Deployment"), NAMESPACE).json()
     assert after["metadata"]["generation"] > before["metadata"]["generation"]
-    assert after["spec"]["replicas"] == 4
+    budget = cluster.get(find(upgraded, "PodDisruptionBudget"), NAMESPACE).json()
+    assert budget["spec"]["minAvailable"] == 1
     # The settings changed, so the pods would roll: the checksum annotation moved.
     old_pod, new_pod = (d["spec"]["template"]["metadata"]["annotations"] for d in (before, after))
     assert {k for k in new_pod if new_pod[k] != old_pod.get(k)}, "no pod annotation changed"
