@@ -4,7 +4,9 @@ the schema's `config` the consumer's own settings model, the README's values tab
 from __future__ import annotations
 
 import json
+import re
 import runpy
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,13 @@ def test_helm_enforces_the_schema(helm: Helm) -> None:
         sets=["config.delivery.shutdown_grace_s=-1"]
     )
     assert "/kafka/securityProtocol" in helm.render_error(sets=["kafka.securityProtocol=TLS"])
+
+
+def test_readme_render_is_current(helm: Helm) -> None:
+    """The rendered output quoted in README.md's "Deploy to Kubernetes" is what helm renders."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Deploy to Kubernetes", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"\(`helm (template [^`]+)`\):\n\n```yaml\n(.*?)\n```", section, re.DOTALL)
+    assert match, "README.md: the quoted helm template command and its output"
+    args = shlex.split(match.group(1).replace("helm/kafka-klaviyo", str(CHART)))
+    assert helm.run(*args).stdout.strip("\n") == match.group(2)

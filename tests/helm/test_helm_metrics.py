@@ -9,46 +9,10 @@ for each scrape (the only one that exists when a replica has stopped).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from consumer.metrics import Metrics
 from tests.helm.chart import CHART, Manifests
-
-PROMETHEUS_OWN = {"up"}
-_SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "gauge": ("",),
-}
-_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-             "group_left", "group_right", "inf", "nan"}
-
-
-def exported_series() -> dict[str, str]:
-    """Every sample name the service's registry can expose -> its family's name."""
-    names: dict[str, str] = {}
-    for family in Metrics().registry.collect():
-        for suffix in _SUFFIXES[family.type]:
-            names[family.name + suffix] = family.name
-    return names
-
-
-def series_in(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects (functions, keywords, label names,
-    label values, ranges and numbers left out)."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
-    text = re.sub(r"\{[^}]*\}", " ", text)
-    text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    text = re.sub(r"(?<![\w:])\d+(\.\d+)?([eE][+-]?\d+)?", " ", text)
-    names = set()
-    for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*(\s*\()?", text):
-        name = match.group(0).rstrip("( \t\n")
-        if match.group(1) or name.lower() in _KEYWORDS:
-            continue
-        names.add(name)
-    return names
+from tests.helm.consumer_side import PROMETHEUS_OWN, exported_series, series_in
 
 
 def unknown_series(exprs: list[str]) -> dict[str, set[str]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from consumer.endpoints import Endpoint
 from consumer.settings import Settings, load_settings
 from consumer.source import consumer_config, producer_config
 from tests.helm.chart import ALL_ON, Manifests
+from tests.helm.consumer_side import parse_args
 
 MOUNT_ROOTS = ("/etc/kafka-klaviyo", "/var/run/secrets/kafka-klaviyo")
 ALL_ON_VALUES: dict[str, Any] = yaml.safe_load(ALL_ON.read_text(encoding="utf-8"))
@@ -201,23 +201,6 @@ def test_grace_period_is_above_the_drain(rendered: Manifests, load: Any) -> None
     settings, _ = load(rendered, pod)
     drain = settings.delivery.shutdown_grace_s + settings.dead_letter.flush_min_s
     assert pod["terminationGracePeriodSeconds"] > drain + 10  # + closing consumer and producer
-
-
-def parse_args(args: list[str]) -> tuple[str, dict[str, Any]]:
-    """The command path and its parsed options, by the CLI's own parser (nothing runs)."""
-    command: click.Command = cli
-    context = cli.make_context("kafka-klaviyo", list(args), resilient_parsing=False)
-    names = []
-    while isinstance(command, click.Group):
-        with warnings.catch_warnings():  # click 8.2 deprecates protected_args; 9 folds it in
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pending = [*context.protected_args, *context.args]
-        name, sub, rest = command.resolve_command(context, pending)
-        assert sub is not None and name is not None
-        names.append(name)
-        context = sub.make_context(name, rest, parent=context)
-        command = sub
-    return " ".join(names), context.params
 
 
 def test_job_arguments_are_the_cli_options(all_on: Manifests) -> None:
