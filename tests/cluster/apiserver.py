@@ -100,7 +100,7 @@ class ApiServer:
             answer = self.client.get(
                 f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd_name}"
             )
-            conditions = answer.json().get("status", {}).get("conditions", [])
+            conditions = (answer.json().get("status") or {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
         wait_for(established, 60, f"CRD {crd_name} established")
@@ -233,8 +233,10 @@ def running_apiserver(work: Path) -> Iterator[ApiServer]:
             )
         )
         kubeconfig.chmod(0o600)
-        with client:
+        try:
             yield ApiServer(url, kubeconfig, client)
+        finally:
+            client.close()
     finally:
         # The API server shuts down gracefully in a few seconds; etcd must outlive it.
         if apiserver is not None:
