@@ -20,20 +20,12 @@ from confluent_kafka.cimpl import NewTopic
 
 from consumer.exit_codes import EXIT_CONFIG
 from consumer.redact import mask
-from kafka_klaviyo_dev.demo import (
-    DEAD_LETTER_TOPIC,
-    POISON_KEY,
-    POISON_VALUE,
-    TOPIC,
-    demo_records,
-    differences,
-    expected_for,
-    shortfall,
-)
-from kafka_klaviyo_dev.emulator.client import EmulatorClient
 from kafka_klaviyo_dev.errors import DevstackError
-from kafka_klaviyo_dev.inspect import read_topic
-from kafka_klaviyo_dev.produce import produce_records, produce_values
+
+# The demo's names, repeated so `--help` of every dev command does not import the demo (and
+# the whole service with it); tests/unit/test_compose.py keeps them equal.
+TOPIC = "shop.events"
+DEAD_LETTER_TOPIC = "shop.events.dlq"
 
 _BOOTSTRAP = click.option(
     "--bootstrap-servers",
@@ -81,6 +73,9 @@ def produce_command(
     The guide's journey, generated traffic around ORDERS orders and one poison message the
     consumer must dead-letter. Existing topics are kept as they are.
     """
+    from kafka_klaviyo_dev.demo import POISON_KEY, POISON_VALUE, demo_records, expected_for
+    from kafka_klaviyo_dev.produce import produce_records, produce_values
+
     journey, traffic = demo_records(orders)
     try:
         _create_topics(bootstrap_servers, {topic: partitions, dead_letter_topic: 1})
@@ -130,6 +125,16 @@ def verify_command(
     Exit 0 when every expected item arrived, no more, and only the poison message was
     dead-lettered; 1 when something is missing or differs after TIMEOUT seconds.
     """
+    from kafka_klaviyo_dev.demo import (
+        POISON_KEY,
+        demo_records,
+        differences,
+        expected_for,
+        shortfall,
+    )
+    from kafka_klaviyo_dev.emulator.client import EmulatorClient
+    from kafka_klaviyo_dev.inspect import read_topic
+
     journey, traffic = demo_records(orders)
     expected = expected_for(journey + traffic)
     deadline = time.monotonic() + timeout

@@ -220,6 +220,12 @@ def test_every_built_service_runs_a_real_command(
         assert produced[same] == checked[same], same
 
 
+def test_the_one_shots_default_to_the_demos_topics() -> None:
+    from kafka_klaviyo_dev import demo, stack_cli
+
+    assert (stack_cli.TOPIC, stack_cli.DEAD_LETTER_TOPIC) == (demo.TOPIC, demo.DEAD_LETTER_TOPIC)
+
+
 def test_a_renamed_option_would_fail_the_parse(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
