@@ -16,6 +16,7 @@ from consumer.exit_codes import EXIT_CONFIG
 from consumer.logs import configure_logging
 from kafka_klaviyo_dev.emulator.cli import emulator_command
 from kafka_klaviyo_dev.errors import DevstackError
+from kafka_klaviyo_dev.stack_cli import produce_command, verify_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,6 +67,9 @@ def demo(orders: int, timeout: float) -> None:
 
 
 cli.add_command(emulator_command, "emulator")
+# For a stack that is already up (docker-compose.yml): the demo's records and its check.
+cli.add_command(produce_command, "produce")
+cli.add_command(verify_command, "verify")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 * the wheel holds ``consumer/`` with its Avro schemas and default rule files and nothing of
   the dev tools, tests or benchmarks, and depends unconditionally on runtime packages only;
   unpacked on its own it imports and loads its schemas and rules;
-* docker-compose runs commands that exist, from the Dockerfile stages meant for them.
+* (docker-compose.yml and the Dockerfile are checked in ``test_compose.py``.)
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
-import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -307,89 +305,3 @@ def test_the_unpacked_wheel_alone_imports_and_loads_its_data(wheel: Path, tmp_pa
     directory, count = result.stdout.split()
     assert Path(directory) == target / "consumer" / "_schemas"
     assert int(count) > 10
-
-
-# -- docker-compose and the Dockerfile ------------------------------------------------------
-
-
-def dockerfile_stages(text: str) -> dict[str, dict[str, Any]]:
-    """Stage name -> its instructions, ENTRYPOINT and CMD (exec form), in file order."""
-    stages: dict[str, dict[str, Any]] = {}
-    current: dict[str, Any] | None = None
-    joined = re.sub(r"\\\n", " ", text)
-    for raw in joined.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        word, _, rest = line.partition(" ")
-        word = word.upper()
-        if word == "FROM":
-            match = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", rest.strip(), re.IGNORECASE)
-            assert match, line
-            name = match[2] or f"stage-{len(stages)}"
-            current = stages[name] = {"base": match[1], "lines": [], "ENTRYPOINT": None}
-            current["CMD"] = None
-            continue
-        assert current is not None, line
-        current["lines"].append(line)
-        if word in {"ENTRYPOINT", "CMD"}:
-            current[word] = json.loads(rest)
-    return stages
-
-
-def test_the_service_stage_is_the_default_and_holds_only_the_wheel() -> None:
-    stages = dockerfile_stages((REPO / "Dockerfile").read_text(encoding="utf-8"))
-    assert list(stages)[-1] == "service"
-    service = stages["service"]
-    assert service["ENTRYPOINT"] == ["kafka-klaviyo"]
-    assert service["CMD"] == ["run"]
-    copies = [line for line in service["lines"] if line.upper().startswith(("COPY", "ADD"))]
-    assert copies and all("--from=build" in line for line in copies), copies
-    assert any(line.upper().startswith("USER") for line in service["lines"])
-    assert "ENV MALLOC_ARENA_MAX=2" in service["lines"]
-    assert stages["dev"]["ENTRYPOINT"] == ["python", "-m", "kafka_klaviyo_dev"]
-
-
-def _cli_groups() -> dict[tuple[str, ...], click.Group]:
-    from consumer.cli import cli as service_cli
-    from kafka_klaviyo_dev.cli import cli as dev_cli
-
-    return {("kafka-klaviyo",): service_cli, ("python", "-m", "kafka_klaviyo_dev"): dev_cli}
-
-
-def test_every_compose_service_runs_a_command_that_exists(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
-    stages = dockerfile_stages((REPO / "Dockerfile").read_text(encoding="utf-8"))
-    groups = _cli_groups()
-    ran: dict[str, tuple[str, ...]] = {}
-    for name, service in compose["services"].items():
-        if "build" not in service:
-            continue
-        build = service["build"]
-        target = build.get("target", list(stages)[-1]) if isinstance(build, dict) else "service"
-        stage = stages[target]
-        entrypoint = service.get("entrypoint", stage["ENTRYPOINT"])
-        assert entrypoint == stage["ENTRYPOINT"], f"{name}: entrypoint differs from {target}'s"
-        args = service.get("command", stage["CMD"])
-        group = groups[tuple(entrypoint)]
-        ctx = click.Context(group, info_name=entrypoint[-1])
-        command_name, command, rest = group.resolve_command(ctx, list(args))
-        assert command is not None and command_name is not None, f"{name}: {args}"
-        command.make_context(command_name, rest, parent=ctx)  # its options parse
-        ran[name] = (*entrypoint, command_name)
-    assert ran == {
-        "klaviyo-emulator": ("python", "-m", "kafka_klaviyo_dev", "emulator"),
-        "consumer": ("kafka-klaviyo", "run"),
-    }
-    # The consumer's environment is a complete, valid configuration.
-    from consumer.settings import load_settings
-
-    for key in list(os.environ):
-        if key.startswith(("KAFKA_", "KLAVIYO_", "SCHEMA_REGISTRY")):
-            monkeypatch.delenv(key)
-    for key, value in compose["services"]["consumer"]["environment"].items():
-        monkeypatch.setenv(key, str(value))
-    settings = load_settings(None)
-    assert settings.kafka.bootstrap_servers == "kafka:9092"
