@@ -10,9 +10,10 @@ once) and runs as a child JVM bound to 127.0.0.1 on a free port, with in-memory 
 Like :class:`~kafka_klaviyo_dev.kafka.LocalKafka`, the JVM runs in its own process group, is
 asked to die with its parent and is stopped at interpreter exit. :meth:`LocalRegistry.stop`,
 :meth:`~LocalRegistry.kill`, :meth:`~LocalRegistry.restart`, :meth:`~LocalRegistry.pause` and
-:meth:`~LocalRegistry.resume` are there for fault tests. Storage is in memory: a restarted
-registry is empty, and Apicurio numbers schemas by content in registration order, so
-registering the same schemas in the same order gives the same ids again.
+:meth:`~LocalRegistry.resume` are there for fault tests. Storage is in memory by default: a
+restarted registry is empty (and answers 404 for every id it handed out before, which a
+consumer takes for bad data); ``persistent=True`` keeps it in an H2 file in the work dir, so a
+restart behaves like a production registry's, schemas and ids intact.
 """
 
 from __future__ import annotations
@@ -172,9 +173,10 @@ class LocalRegistry:
     """One Apicurio Registry on 127.0.0.1, in-memory, run as a child JVM.
 
     The port is chosen on the first :meth:`start` and kept for the object's life, so a
-    consumer configured with :attr:`url` reaches the registry again after :meth:`restart`,
-    which, the storage being in memory, comes back empty. Without ``work_dir`` a temp dir
-    holds ``registry.log`` and is removed by :meth:`stop`.
+    consumer configured with :attr:`url` reaches the registry again after :meth:`restart`.
+    In memory (the default) it comes back empty; with ``persistent`` its H2 database in
+    ``<work_dir>/data`` survives restarts. Without ``work_dir`` a temp dir holds
+    ``registry.log`` (and the data) and is removed by :meth:`stop`.
     """
 
     def __init__(
@@ -184,9 +186,11 @@ class LocalRegistry:
         cache_dir: Path | None = None,
         work_dir: Path | None = None,
         heap: str = "256m",
+        persistent: bool = False,
     ) -> None:
         self.version = version
         self.heap = heap
+        self.persistent = persistent
         self._cache_dir = cache_dir
         self._given_work_dir = work_dir
         self._work_dir: Path | None = work_dir
@@ -335,11 +339,17 @@ class LocalRegistry:
             # 2.6 opens no management interface; 3.x would on 0.0.0.0:9000 without these.
             "-Dquarkus.management.host=127.0.0.1",
             "-Dquarkus.management.port=0",
+            *self._storage(),
             "-Dquarkus.banner.enabled=false",
             "-Dquarkus.log.console.color=false",
             "-jar",
             str(jar),
         ]
+
+    def _storage(self) -> list[str]:
+        if not self.persistent:
+            return []  # Apicurio's default: jdbc:h2:mem:registry_db
+        return [f"-Dquarkus.datasource.jdbc.url=jdbc:h2:file:{self.work_dir / 'data' / 'registry'}"]
 
     def _launch(self, jar: Path) -> int:
         """Start the JVM; return the registry.log offset where its output begins."""
