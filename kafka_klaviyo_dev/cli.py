@@ -42,7 +42,17 @@ def cli() -> None:
     type=click.FloatRange(1),
     help="Seconds to wait for everything expected to reach the emulator; then exit 1.",
 )
-def demo(orders: int, timeout: float) -> None:
+@click.option(
+    "--registry/--no-registry",
+    default=False,
+    show_default=True,
+    help=(
+        "Also start a real Schema Registry (Apicurio Registry with Confluent's API, from Maven "
+        "Central) and send the records in the Confluent wire format instead of single-object "
+        "encoding."
+    ),
+)
+def demo(orders: int, timeout: float, registry: bool) -> None:
     """Run the guide's whole journey through the pipeline locally and show what Klaviyo got.
 
     Starts a local Kafka broker (Apache Kafka jars from Maven Central; needs Java 17+ and
@@ -59,7 +69,7 @@ def demo(orders: int, timeout: float) -> None:
 
     configure_logging("WARNING")
     try:
-        sys.exit(run_demo(orders=orders, timeout_s=timeout))
+        sys.exit(run_demo(orders=orders, timeout_s=timeout, registry=registry))
     except (DevstackError, ConfigError) as exc:
         click.echo(f"kafka-klaviyo demo: {exc}", err=True)
         sys.exit(EXIT_CONFIG)

@@ -233,11 +233,13 @@ class LocalRegistry:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 120.0, *, wait: bool = True) -> None:
         """Start the registry; return once ``GET /apis/ccompat/v7/subjects`` answers 200.
 
         Downloads the server on first use. A no-op while running. Raises
-        :class:`DevstackError` with the log tail on timeout or early exit.
+        :class:`DevstackError` with the log tail on timeout or early exit. With ``wait=False``
+        only the JVM is launched (it boots while the caller starts other things); then call
+        :meth:`wait_ready`.
         """
         if self.pid is not None:
             return
@@ -252,6 +254,8 @@ class LocalRegistry:
             if self._port is None:
                 self._port = _free_port()
             log_offset = self._launch(jar)
+            if not wait:
+                return
             try:
                 self._wait_ready(deadline)
                 return
@@ -264,6 +268,11 @@ class LocalRegistry:
                 if not (fresh and lost_race and attempt < _PORT_ATTEMPTS):
                     raise
             self._port = None
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """After ``start(wait=False)``: return once the registry answers (as :meth:`start`)."""
+        self._running()
+        self._wait_ready(time.monotonic() + timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the registry, SIGKILL it after ``timeout``; safe to call repeatedly.

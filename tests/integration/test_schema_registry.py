@@ -33,6 +33,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from consumer.schemas import SchemaCatalog
+from kafka_klaviyo_dev.demo import POISON_KEY, DemoStack, play
 from kafka_klaviyo_dev.encode import encode_confluent, register_schemas
 from kafka_klaviyo_dev.inspect import read_topic
 from kafka_klaviyo_dev.kafka import LocalKafka
@@ -205,6 +206,27 @@ def test_a_newer_producer_schema_with_an_added_optional_field_decodes_with_our_r
         wait_for_commits(stack, consumer, 120, "both schema versions committed")
         assert_delivered_once(stack, before + after)
         stop_cleanly(consumer)
+
+
+def test_the_demo_with_a_registry_sends_the_confluent_wire_format_end_to_end(
+    stack: Stack, schema_registry: LocalRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = DemoStack(
+        stack.bootstrap,
+        stack.klaviyo.base_url,
+        stack.klaviyo.api_key,
+        topic=stack.topic,
+        dead_letter_topic=stack.dlq,
+        group_id=stack.group_id,
+        registry_url=schema_registry.url,
+    )
+    code = play(demo, orders=10, timeout_s=240)
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    produced = read_topic(stack.bootstrap, stack.topic, timeout_s=5)
+    framed = [r for r in produced if r.key != POISON_KEY]
+    assert framed and all(r.value is not None and r.value[0] == 0 for r in framed)
+    assert stack.klaviyo.client.stats().accepted.get("events", 0) > 0
 
 
 # -- outages -----------------------------------------------------------------------------------
