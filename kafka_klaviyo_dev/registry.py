@@ -172,8 +172,9 @@ def _stop_all_at_exit() -> None:
 class LocalRegistry:
     """One Apicurio Registry on 127.0.0.1, in-memory, run as a child JVM.
 
-    The port is chosen on the first :meth:`start` and kept for the object's life, so a
-    consumer configured with :attr:`url` reaches the registry again after :meth:`restart`.
+    The port (``port``, or a free one chosen on the first :meth:`start`) is kept for the
+    object's life, so a consumer configured with :attr:`url` reaches the registry again after
+    :meth:`restart`.
     In memory (the default) it comes back empty; with ``persistent`` its H2 database in
     ``<work_dir>/data`` survives restarts. Without ``work_dir`` a temp dir holds
     ``registry.log`` (and the data) and is removed by :meth:`stop`.
@@ -187,6 +188,7 @@ class LocalRegistry:
         work_dir: Path | None = None,
         heap: str = "256m",
         persistent: bool = False,
+        port: int | None = None,
     ) -> None:
         self.version = version
         self.heap = heap
@@ -194,8 +196,9 @@ class LocalRegistry:
         self._cache_dir = cache_dir
         self._given_work_dir = work_dir
         self._work_dir: Path | None = work_dir
-        self._port: int | None = None
+        self._port: int | None = port
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
         self._paused = False
 
     # -- properties -------------------------------------------------------------------
@@ -257,14 +260,13 @@ class LocalRegistry:
             if not wait:
                 return
             try:
-                self._wait_ready(deadline)
+                self._wait_ready(deadline, log_offset)
                 return
             except DevstackError:
                 # Someone may have taken the "free" port before the JVM bound it. A first
                 # start may move to another one; a restart must keep its address.
-                lost_race = self._proc is None and "Address already in use" in _read_from(
-                    self.log_path, log_offset
-                )
+                output = _read_from(self.log_path, log_offset)
+                lost_race = self._proc is None and f"Port {self._port} seems to be in use" in output
                 if not (fresh and lost_race and attempt < _PORT_ATTEMPTS):
                     raise
             self._port = None
@@ -272,7 +274,7 @@ class LocalRegistry:
     def wait_ready(self, timeout: float = 120.0) -> None:
         """After ``start(wait=False)``: return once the registry answers (as :meth:`start`)."""
         self._running()
-        self._wait_ready(time.monotonic() + timeout)
+        self._wait_ready(time.monotonic() + timeout, self._log_offset)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the registry, SIGKILL it after ``timeout``; safe to call repeatedly.
@@ -366,6 +368,7 @@ class LocalRegistry:
             offset = log.tell()
             log.write(f"\n===== starting registry at {time.strftime('%F %T')} =====\n".encode())
             log.flush()
+            self._log_offset = offset
             self._proc = subprocess.Popen(
                 self._command(jar),
                 stdin=subprocess.DEVNULL,
@@ -379,12 +382,19 @@ class LocalRegistry:
         _RUNNING.add(self)
         return offset
 
-    def _wait_ready(self, deadline: float) -> None:
+    def _wait_ready(self, deadline: float, log_offset: int) -> None:
         url = self.url + "/subjects"
+        # An answer alone could come from whoever else holds the port; Quarkus logs this
+        # line once our JVM has bound it.
+        bound = f"Listening on: {self.base_url}"
         last_error = ""
         with httpx.Client(timeout=2.0) as http:
             while True:
                 self._check_alive_or_timeout(deadline, last_error)
+                if bound not in _read_from(self.log_path, log_offset):
+                    last_error = "not listening yet"
+                    time.sleep(0.1)
+                    continue
                 try:
                     response = http.get(url)
                 except httpx.HTTPError as exc:
