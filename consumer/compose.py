@@ -256,12 +256,39 @@ def _kafka_client(factory: Callable[[dict[str, Any]], T], config: dict[str, Any]
         raise ConfigError(f"kafka.properties: librdkafka refused the settings: {exc}") from exc
 
 
+# confluent-kafka's client waits forever for an answer by default: a registry that accepts
+# connections but never answers (hung, SIGSTOPped) would hold the poll loop for good.
+_REGISTRY_TIMEOUT_S = 10.0
+# The client's settings that must be numbers; ``schema_registry.properties`` holds strings.
+_REGISTRY_NUMBERS = frozenset(
+    {
+        "timeout",
+        "max.retries",
+        "retries.wait.ms",
+        "retries.max.wait.ms",
+        "cache.capacity",
+        "cache.latest.ttl.sec",
+    }
+)
+
+
 def schema_registry(settings: Settings) -> SchemaRegistryClient | None:
     """Confluent's Schema Registry client, if a URL is configured (``mock://`` for tests)."""
     registry = settings.schema_registry
     if not registry.url:
         return None
-    return SchemaRegistryClient.new_client({"url": registry.url, **registry.properties})
+    conf: dict[str, Any] = {"url": registry.url, "timeout": _REGISTRY_TIMEOUT_S}
+    for key, value in registry.properties.items():
+        if key not in _REGISTRY_NUMBERS:
+            conf[key] = value
+            continue
+        try:
+            conf[key] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"schema_registry.properties.{key}: {value!r} is not a number"
+            ) from None
+    return SchemaRegistryClient.new_client(conf)
 
 
 def klaviyo_clients(

@@ -7,8 +7,13 @@ of every kind and one poison message, runs one consumer until the emulator holds
 expected item and the poison is dead-lettered, prints what Klaviyo received and holds, shows
 the dead-letter record, replays the last minutes and stops everything.
 
-:func:`run_demo` brings its own broker and emulator; :func:`play` runs the same on a stack
-that is already up (the integration test's).
+With ``registry`` it also starts a real Schema Registry (:mod:`kafka_klaviyo_dev.registry`,
+booting while the broker starts) and the records go out in the Confluent wire format, their
+schemas registered there, as a shop's producers using confluent-kafka would send them;
+otherwise they use registry-free single-object encoding.
+
+:func:`run_demo` brings its own broker, emulator (and registry); :func:`play` runs the same
+on a stack that is already up (the integration test's).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumer.compose import build_service
 from consumer.dlq.cli import DlqContext, show_record
@@ -41,6 +47,7 @@ from kafka_klaviyo_dev.errors import DevstackError
 from kafka_klaviyo_dev.inspect import TopicRecord, group_lag, read_topic
 from kafka_klaviyo_dev.kafka import LocalKafka
 from kafka_klaviyo_dev.produce import produce_records, produce_values
+from kafka_klaviyo_dev.registry import LocalRegistry
 from kafka_klaviyo_dev.samples import (
     GENERATED_EMAIL_DOMAIN,
     GUIDE_EMAIL,
@@ -80,7 +87,8 @@ ENDPOINT_ORDER = (
 
 @dataclass(frozen=True, slots=True)
 class DemoStack:
-    """Where the demo plays: a broker, an emulator, and the names it uses on them."""
+    """Where the demo plays: a broker, an emulator, and the names it uses on them; with a
+    Schema Registry URL the records use the Confluent wire format."""
 
     bootstrap_servers: str
     base_url: str
@@ -88,6 +96,7 @@ class DemoStack:
     topic: str = TOPIC
     dead_letter_topic: str = DEAD_LETTER_TOPIC
     group_id: str = GROUP_ID
+    registry_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,34 +148,52 @@ def differences(expected: Mapping[str, int], got: Mapping[str, int]) -> list[str
     ]
 
 
-def run_demo(*, orders: int, timeout_s: float) -> int:
-    """Run the demo on its own broker and emulator; returns the exit code (0: everything
-    expected reached Klaviyo and the poison message was dead-lettered)."""
+def run_demo(*, orders: int, timeout_s: float, registry: bool = False) -> int:
+    """Run the demo on its own broker and emulator (and Schema Registry); returns the exit code
+    (0: everything expected reached Klaviyo and the poison message was dead-lettered)."""
     spec = find_openapi_spec()
     _say("kafka-klaviyo demo")
-    _say("  starting a local Apache Kafka broker (the first run fetches its jars with Maven)")
-    with LocalKafka() as kafka:
-        kafka.create_topic(TOPIC, partitions=3)
-        kafka.create_topic(DEAD_LETTER_TOPIC, partitions=1)
-        emulator = EmulatorServer(
-            EmulatorConfig(
-                api_keys={DEMO_API_KEY: "demo"},
-                spec_path=spec,
-                rate_limits=RateLimitSettings(enabled=True),
+    schema_registry = LocalRegistry() if registry else None
+    if schema_registry is not None:
+        _say("  starting a Schema Registry (Apicurio; the first run fetches it with Maven)")
+        # Booting two JVMs at once is the shorter wait: the broker does most of its start in
+        # a single thread.
+        schema_registry.start(wait=False)
+    try:
+        _say("  starting a local Apache Kafka broker (the first run fetches its jars with Maven)")
+        with LocalKafka() as kafka:
+            kafka.create_topic(TOPIC, partitions=3)
+            kafka.create_topic(DEAD_LETTER_TOPIC, partitions=1)
+            registry_url = None
+            if schema_registry is not None:
+                schema_registry.wait_ready()
+                registry_url = schema_registry.url
+            emulator = EmulatorServer(
+                EmulatorConfig(
+                    api_keys={DEMO_API_KEY: "demo"},
+                    spec_path=spec,
+                    rate_limits=RateLimitSettings(enabled=True),
+                )
             )
-        )
-        base_url = emulator.start()
-        try:
-            _say(f"  broker {kafka.bootstrap_servers}, Klaviyo emulator {base_url}")
-            _say(
-                "  request bodies validated against Klaviyo's OpenAPI spec"
-                if spec
-                else "  OpenAPI spec not found: bodies are not schema-validated"
-            )
-            stack = DemoStack(kafka.bootstrap_servers, base_url, DEMO_API_KEY)
-            return play(stack, orders=orders, timeout_s=timeout_s)
-        finally:
-            emulator.stop()
+            base_url = emulator.start()
+            try:
+                _say(f"  broker {kafka.bootstrap_servers}, Klaviyo emulator {base_url}")
+                if registry_url is not None:
+                    _say(f"  Schema Registry {registry_url} (Confluent wire format)")
+                _say(
+                    "  request bodies validated against Klaviyo's OpenAPI spec"
+                    if spec
+                    else "  OpenAPI spec not found: bodies are not schema-validated"
+                )
+                stack = DemoStack(
+                    kafka.bootstrap_servers, base_url, DEMO_API_KEY, registry_url=registry_url
+                )
+                return play(stack, orders=orders, timeout_s=timeout_s)
+            finally:
+                emulator.stop()
+    finally:
+        if schema_registry is not None:
+            schema_registry.stop()
 
 
 def play(stack: DemoStack, *, orders: int, timeout_s: float) -> int:
@@ -175,8 +202,13 @@ def play(stack: DemoStack, *, orders: int, timeout_s: float) -> int:
     journey, traffic = demo_records(orders)
     expected = expected_for(journey + traffic)
     produced_at = datetime.now(UTC)
-    produce_records(stack.bootstrap_servers, stack.topic, journey)
-    produce_records(stack.bootstrap_servers, stack.topic, traffic)
+    registry = (
+        None
+        if stack.registry_url is None
+        else SchemaRegistryClient.new_client({"url": stack.registry_url})
+    )
+    produce_records(stack.bootstrap_servers, stack.topic, journey, registry=registry)
+    produce_records(stack.bootstrap_servers, stack.topic, traffic, registry=registry)
     produce_values(stack.bootstrap_servers, stack.topic, [(POISON_KEY, POISON_VALUE)])
     kinds = Counter(name.rsplit(".", 1)[1] for _key, name, _record in traffic)
     _say(
@@ -231,6 +263,7 @@ def _settings(stack: DemoStack) -> Settings:
             "dead_letter_topic": stack.dead_letter_topic,
         },
         klaviyo={"base_url": stack.base_url, "api_key": stack.api_key},  # type: ignore[arg-type]
+        schema_registry={"url": stack.registry_url},  # type: ignore[arg-type]
         batch={"linger_ms": 100},  # type: ignore[arg-type]
         # The stop comes once everything arrived, or after a timeout, when what is still
         # being retried is not worth waiting half a minute for.

@@ -1,19 +1,22 @@
 """Publishing sample events to a local topic, the way a shop's order service would.
 
 Used by the demo, the integration tests and the benchmarks. Values use registry-free Avro
-single-object encoding (schemas from ``schemas/``); keys are the order id, so one order's
-events stay in one partition.
+single-object encoding (schemas from ``schemas/``) or, given a Schema Registry client, the
+Confluent wire format with each record type's schema registered under its full name
+(RecordNameStrategy); keys are the order id, so one order's events stay in one partition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import httpx
 from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
 
 from consumer.schemas import SchemaCatalog
-from kafka_klaviyo_dev.encode import encode_single_object
+from kafka_klaviyo_dev.encode import encode_confluent, encode_single_object, register_schemas
 from kafka_klaviyo_dev.errors import DevstackError
 
 
@@ -96,14 +99,38 @@ def produce_records(
     catalog: SchemaCatalog | None = None,
     partition: int | None = None,
     headers: list[tuple[str, str | bytes | None]] | None = None,
+    registry: SchemaRegistryClient | None = None,
 ) -> int:
-    """Encode (key, record full name, record) triples of any record type (single-object
-    encoding) and produce them, in order; ``partition`` as in :func:`produce_values`."""
+    """Encode (key, record full name, record) triples of any record type and produce them, in
+    order; ``partition`` as in :func:`produce_values`.
+
+    Single-object encoding, or with ``registry`` the Confluent wire format: each record
+    type's schema is registered (once per call; an unchanged schema keeps its id) before its
+    first record is encoded.
+    """
     catalog = catalog or SchemaCatalog.load()
-    return produce_values(
-        bootstrap_servers,
-        topic,
-        ((key, encode_single_object(catalog, name, record)) for key, name, record in records),
-        partition=partition,
-        headers=headers,
-    )
+    values: Iterable[tuple[bytes | None, bytes | None]]
+    if registry is None:
+        values = (
+            (key, encode_single_object(catalog, name, record)) for key, name, record in records
+        )
+    else:
+        values = _confluent_values(registry, catalog, records)
+    return produce_values(bootstrap_servers, topic, values, partition=partition, headers=headers)
+
+
+def _confluent_values(
+    registry: SchemaRegistryClient,
+    catalog: SchemaCatalog,
+    records: Iterable[tuple[bytes | None, str, Mapping[str, Any]]],
+) -> Iterator[tuple[bytes | None, bytes | None]]:
+    ids: dict[str, int] = {}
+    for key, name, record in records:
+        if name not in ids:
+            try:
+                ids.update(register_schemas(registry, catalog, names=[name]))
+            except (SchemaRegistryError, httpx.HTTPError) as exc:
+                raise DevstackError(
+                    f"could not register the schema of {name} in the Schema Registry: {exc}"
+                ) from exc
+        yield key, encode_confluent(ids[name], catalog.parsed(name), record)

@@ -1,3 +1,3 @@
-"""Shared pytest set-up: the real Kafka broker and Klaviyo emulator fixtures."""
+"""Shared pytest set-up: the real Kafka broker, Klaviyo emulator and Schema Registry fixtures."""
 
-pytest_plugins = ["tests.fixtures_kafka", "tests.fixtures_emulator"]
+pytest_plugins = ["tests.fixtures_kafka", "tests.fixtures_emulator", "tests.fixtures_registry"]
