@@ -25,8 +25,14 @@ HELM_LDFLAGS   := -s -w -X $(HELM_PKG)/internal/version.version=$(HELM_VERSION) 
 	-X $(HELM_PKG)/pkg/chartutil.k8sVersionMajor=1 -X $(HELM_PKG)/pkg/chartutil.k8sVersionMinor=$(HELM_K8S_MINOR) \
 	-X $(HELM_PKG)/pkg/lint/rules.k8sVersionMajor=1 -X $(HELM_PKG)/pkg/lint/rules.k8sVersionMinor=$(HELM_K8S_MINOR)
 export KAFKA_KLAVIYO_HELM := $(HELM)
+# promtool, Prometheus's rule checker and rule unit tester, for the chart's alerts; the version
+# is the Go module's (github.com/prometheus/prometheus v0.316.0, Prometheus 3.x).
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL         := $(TOOLS)/bin/promtool-$(PROMTOOL_VERSION)
+export KAFKA_KLAVIYO_PROMTOOL := $(PROMTOOL)
+GO_ENV           := GOPATH=$(TOOLS)/go GOMODCACHE=$(TOOLS)/go/mod GOCACHE=$(TOOLS)/go/build GOFLAGS=-modcacherw
 
-.PHONY: install demo test lint typecheck unit component integration helm helm-test helm-docs coverage-report bench bench-quick bench-translate clean
+.PHONY: install demo test lint typecheck unit component integration helm promtool helm-test helm-docs coverage-report bench bench-quick bench-translate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -55,7 +61,7 @@ component: install ## The real pipeline in one process, fakes only at the Kafka 
 integration: install ## The consumer as a subprocess on the real broker and emulator (fault tests too)
 	$(PY) -m pytest -q tests/integration
 
-test: install lint typecheck helm ## ruff, mypy --strict, the whole pytest suite with coverage, the coverage floor
+test: install lint typecheck helm promtool ## ruff, mypy --strict, the whole pytest suite with coverage, the coverage floor
 	$(PY) -m coverage erase
 	$(PY) -m pytest -q --cov --cov-report=
 	@$(MAKE) --no-print-directory coverage-report
@@ -65,13 +71,22 @@ $(HELM):
 	@mkdir -p $(TOOLS)/bin
 	@echo "Building helm $(HELM_VERSION) into $(TOOLS) (once; about 3-6 minutes)"
 	@tmp=$$(mktemp -d $(TOOLS)/bin/.helm.XXXXXX) && \
-	GOPATH=$(TOOLS)/go GOMODCACHE=$(TOOLS)/go/mod GOCACHE=$(TOOLS)/go/build GOFLAGS=-modcacherw GOBIN=$$tmp \
-		go install -trimpath -ldflags "$(HELM_LDFLAGS)" $(HELM_PKG)/cmd/helm@$(HELM_VERSION) && \
+	$(GO_ENV) GOBIN=$$tmp go install -trimpath -ldflags "$(HELM_LDFLAGS)" $(HELM_PKG)/cmd/helm@$(HELM_VERSION) && \
 	mv $$tmp/helm $@ && rmdir $$tmp
+
+$(PROMTOOL):
+	@command -v go >/dev/null || { echo "FAIL: Go is needed to build promtool $(PROMTOOL_VERSION) (go install; https://go.dev/dl/)"; exit 1; }
+	@mkdir -p $(TOOLS)/bin
+	@echo "Building promtool $(PROMTOOL_VERSION) into $(TOOLS) (once; about 10 minutes)"
+	@tmp=$$(mktemp -d $(TOOLS)/bin/.promtool.XXXXXX) && \
+	$(GO_ENV) GOBIN=$$tmp go install -trimpath -ldflags "-s -w" github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) && \
+	mv $$tmp/promtool $@ && rmdir $$tmp
 
 helm: $(HELM) ## The pinned helm the chart's tests use (built once with go install)
 
-helm-test: install helm ## The chart: helm lint/template, Kubernetes schemas, CRDs, settings and rules
+promtool: $(PROMTOOL) ## The pinned promtool the chart's alert tests use (built once with go install)
+
+helm-test: install helm promtool ## The chart: helm lint/template, Kubernetes schemas, CRDs, settings and rules
 	$(PY) -m pytest -q tests/helm
 
 helm-docs: install ## Regenerate the chart's config schema and its README's values table

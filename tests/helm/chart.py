@@ -1,8 +1,9 @@
 """Running the pinned helm on the chart, and reading what it renders.
 
-The helm binary is the one `make helm` builds (``KAFKA_KLAVIYO_HELM``, set by the Makefile, or
-its cache path, whose version is read from the Makefile). Without it the chart's tests fail
-on CI (``CI=true``) and are skipped elsewhere with the command that builds it.
+helm and promtool are the ones `make helm` and `make promtool` build (``KAFKA_KLAVIYO_HELM``,
+``KAFKA_KLAVIYO_PROMTOOL``, set by the Makefile, or their cache paths, whose versions are read
+from the Makefile). Without them the chart's tests fail on CI (``CI=true``) and are skipped
+elsewhere with the command that builds them.
 """
 
 from __future__ import annotations
@@ -27,22 +28,24 @@ NAMESPACE = "crm"
 KUBE_VERSIONS = ("1.25.0", "1.37.0")
 
 
-def helm_path() -> Path:
-    """The pinned helm: $KAFKA_KLAVIYO_HELM, else the Makefile's cache path."""
-    given = os.environ.get("KAFKA_KLAVIYO_HELM")
+def tool_path(name: str) -> Path:
+    """A pinned tool the Makefile builds: $KAFKA_KLAVIYO_<NAME>, else the Makefile's cache path
+    (``<name>-<NAME_VERSION>`` under ~/.cache/kafka-klaviyo/tools/bin)."""
+    given = os.environ.get(f"KAFKA_KLAVIYO_{name.upper()}")
     if given:
         return Path(given)
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    match = re.search(r"^HELM_VERSION\s*:=\s*(\S+)", makefile, re.MULTILINE)
-    assert match, "Makefile: HELM_VERSION is not set"
-    return Path.home() / ".cache" / "kafka-klaviyo" / "tools" / "bin" / f"helm-{match.group(1)}"
+    match = re.search(rf"^{name.upper()}_VERSION\s*:=\s*(\S+)", makefile, re.MULTILINE)
+    assert match, f"Makefile: {name.upper()}_VERSION is not set"
+    return Path.home() / ".cache" / "kafka-klaviyo" / "tools" / "bin" / f"{name}-{match.group(1)}"
 
 
-def require_helm() -> Path:
-    path = helm_path()
+def require_tool(name: str) -> Path:
+    """The tool's path; a failure on CI when it is missing, a skip elsewhere."""
+    path = tool_path(name)
     if path.is_file() and os.access(path, os.X_OK):
         return path
-    message = f"helm not found at {path}: run `make helm` (needs Go)"
+    message = f"{name} not found at {path}: run `make {name}` (needs Go)"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helm.chart import ALL_ON, Helm, Manifests, require_helm
+from tests.helm.chart import ALL_ON, Helm, Manifests, require_tool
 
 
 @pytest.fixture(scope="session")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return Helm(require_helm(), tmp_path_factory.mktemp("helm-home"))
+    return Helm(require_tool("helm"), tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")
