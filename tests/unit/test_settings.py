@@ -248,3 +248,30 @@ def test_the_old_section_must_be_a_mapping_and_its_json_variable_is_gone(
     monkeypatch.setenv("KAFKA_KLAVIYO_REGISTRY", '{"rules_dirs": "/a"}')
     with pytest.raises(ConfigError, match=r"^KAFKA_KLAVIYO_REGISTRY: no longer read"):
         load_settings()
+
+
+def test_schema_registry_client_gets_a_timeout_and_numbers_as_numbers(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A frozen registry must not hold the poll loop for ever (the client's default has no
+    timeout), and numeric client settings must reach it as numbers (strings make it raise)."""
+    from consumer import compose
+
+    seen: list[dict] = []
+    monkeypatch.setattr(compose.SchemaRegistryClient, "new_client", lambda conf: seen.append(conf))
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "schema_registry:\n  url: http://registry.test\n"
+        "  properties: {max.retries: '0', basic.auth.credentials.source: USER_INFO}\n"
+    )
+    compose.schema_registry(load_settings(config))
+    [conf] = seen
+    assert conf["timeout"] == compose._REGISTRY_TIMEOUT_S
+    assert conf["max.retries"] == 0.0 and isinstance(conf["max.retries"], float)
+    assert conf["basic.auth.credentials.source"] == "USER_INFO"
+
+    config.write_text(
+        "schema_registry:\n  url: http://registry.test\n  properties: {timeout: soon}\n"
+    )
+    with pytest.raises(ConfigError, match=r"^schema_registry\.properties\.timeout: 'soon'"):
+        compose.schema_registry(load_settings(config))
