@@ -161,6 +161,7 @@ class Pipeline:
         self._apply(self._deliveries.collect())
         if self._jobs is not None:
             self._apply_jobs(self._jobs.collect())
+            self.metrics.jobs_pending.set(self._jobs.pending_jobs())
         self._dead_letters.poll()
         if self._parked:
             self._retry_parked()
@@ -308,8 +309,6 @@ class Pipeline:
                     self._dead_letter(ticket, error, confirmed=_no_ticket)
             self._deliveries.finished(batch)
             self._batching.finished(batch)
-        if self._jobs is not None:
-            metrics.jobs_pending.set(self._jobs.pending_jobs())
 
     def _count_batch(self, outcome: BatchOutcome) -> None:
         """The metrics of one finished batch: a few updates per batch, none per item."""
