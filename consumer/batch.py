@@ -25,6 +25,12 @@ Consent sent as a historical import (a replay, or in a live run consent older th
 (:func:`batch_key`: the list wrapped in :class:`HistoricalImport`), and since consent keeps its
 state key whichever kind it is sent as, the order above holds between the two kinds as it holds
 between subscribe and unsubscribe.
+
+An unsubscribe of the list's members only (rule ``unsubscribe_scope: list``,
+:attr:`~consumer.messages.Operation.list_only`) is batched apart from Klaviyo's plain,
+possibly global, unsubscribes the same way (the list wrapped in :class:`ListOnly`): the sender
+asks Klaviyo which people of such a batch are in the list before it posts it. Its state key is
+the person's too, so it keeps its place among the person's other consent changes.
 """
 
 from __future__ import annotations
@@ -57,14 +63,34 @@ class HistoricalImport:
     list_id: str | None
 
 
-BatchKey = tuple[str, Endpoint, str | HistoricalImport | None]
+@dataclass(frozen=True, slots=True)
+class ListOnly:
+    """The group part of a batch key for Unsubscribe items of the list's members only.
+
+    Never equal to a list id, so they never share a request (or the scheduler's per-key
+    slots) with plain unsubscribes of the same list, which Klaviyo applies globally to people
+    not in the list."""
+
+    list_id: str | None
+
+
+BatchKey = tuple[str, Endpoint, str | HistoricalImport | ListOnly | None]
 StateKey = tuple[Hashable, ...]
 
 
-def batch_key(account: str, endpoint: Endpoint, group: str | None, history: History) -> BatchKey:
-    """The key of the batches ``endpoint``'s items of ``group`` go to when sent as ``history``."""
+def batch_key(
+    account: str,
+    endpoint: Endpoint,
+    group: str | None,
+    history: History,
+    list_only: bool = False,
+) -> BatchKey:
+    """The key of the batches ``endpoint``'s items of ``group`` go to when sent as ``history``
+    (``list_only``: unsubscribes of the list's members only)."""
     if history.historical_consent and endpoint is Endpoint.SUBSCRIBE:
         return (account, endpoint, HistoricalImport(group))
+    if list_only and endpoint is Endpoint.UNSUBSCRIBE:
+        return (account, endpoint, ListOnly(group))
     return (account, endpoint, group)
 
 
@@ -131,13 +157,15 @@ class Batch:
     dependents: list[Batch] = field(default_factory=list)
     # Live traffic or history: picks the body format (see consumer.bodies).
     history: History = LIVE
+    # Unsubscribes of the list's members only: the sender checks membership first.
+    list_only: bool = False
 
     def __len__(self) -> int:
         return len(self.entries)
 
     @property
     def key(self) -> BatchKey:
-        return batch_key(self.account, self.endpoint, self.group, self.history)
+        return batch_key(self.account, self.endpoint, self.group, self.history, self.list_only)
 
     @property
     def keep_latest(self) -> bool:
@@ -168,11 +196,13 @@ class Batcher:
         linger_s: float,
         group: str | None = None,
         history: History = LIVE,
+        list_only: bool = False,
     ) -> None:
         self.account = account
         self.endpoint = endpoint
         self.group = group
         self.history = history
+        self.list_only = list_only
         self._format = body_format(endpoint, history)
         # Its items set state (profile, consent, catalog item): kept in order, latest folds.
         self.stateful = endpoint.spec.state is not None
@@ -222,9 +252,7 @@ class Batcher:
         ):
             closed, batch = batch, None
         if batch is None:
-            batch = self._open = Batch(
-                self.account, self.endpoint, self.group, time.monotonic(), history=self.history
-            )
+            batch = self._open = self._new_batch()
             cost = item.cost(None)
         entry = BatchEntry(item, [ticket])
         batch.entries.append(entry)
@@ -242,10 +270,18 @@ class Batcher:
 
     def open_or_new(self) -> Batch:
         if self._open is None:
-            self._open = Batch(
-                self.account, self.endpoint, self.group, time.monotonic(), history=self.history
-            )
+            self._open = self._new_batch()
         return self._open
+
+    def _new_batch(self) -> Batch:
+        return Batch(
+            self.account,
+            self.endpoint,
+            self.group,
+            time.monotonic(),
+            history=self.history,
+            list_only=self.list_only,
+        )
 
     def lingered(self, now: float) -> bool:
         """The open batch's linger time has passed."""
@@ -318,10 +354,17 @@ class Batching:
         history = self._history
         if self._consent_after_s is not None and operation.endpoint is Endpoint.SUBSCRIBE:
             history = self._consent_history(operation)
-        key = batch_key(account, operation.endpoint, operation.group, history)
+        key = batch_key(account, operation.endpoint, operation.group, history, operation.list_only)
         batcher = self._batchers.get(key)
         if batcher is None:
-            batcher = Batcher(account, operation.endpoint, self._linger_s, operation.group, history)
+            batcher = Batcher(
+                account,
+                operation.endpoint,
+                self._linger_s,
+                operation.group,
+                history,
+                list_only=operation.list_only,
+            )
             self._batchers[key] = batcher
         state = operation.state_key if batcher.stateful else None
         if state is None:

@@ -118,6 +118,9 @@ class Operation:
     # What to create when Klaviyo's job reports that the item to update does not exist
     # (a catalog upsert: update first, create only the items that turn out to be new).
     fallback: JSONDict | None = None
+    # An unsubscribe only of the list's members (rule ``unsubscribe_scope: list``): the
+    # sender leaves out people not in the list, whom Klaviyo would unsubscribe globally.
+    list_only: bool = False
 
     @property
     def state_key(self) -> tuple[Hashable, ...] | None:

@@ -61,6 +61,13 @@ class Metrics:
             ["endpoint", "account"],
             registry=registry,
         )
+        self.unsubscribes_skipped = Counter(
+            "kafka_klaviyo_unsubscribes_skipped",
+            "Unsubscribes of people not in the rule's list, left unsent (unsubscribe_scope: "
+            "list), by account.",
+            ["account"],
+            registry=registry,
+        )
         self.requests = Counter(
             "kafka_klaviyo_requests",
             "HTTP requests sent to Klaviyo (retries included), by endpoint and account.",

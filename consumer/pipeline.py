@@ -281,6 +281,9 @@ class Pipeline:
                 for entry in outcome.delivered:
                     for ticket in entry.all_tickets() if entry.twins else entry.tickets:
                         ticket.output_delivered()
+                for entry in outcome.skipped:  # list-only unsubscribes of non-members
+                    for ticket in entry.all_tickets():
+                        ticket.output_delivered()
                 for entry, error in outcome.rejected:
                     for ticket in entry.tickets:
                         self._reject(ticket, error)
@@ -322,6 +325,8 @@ class Pipeline:
             metrics.throttled.labels(endpoint, account).inc(outcome.throttled)
         if outcome.rejected:
             metrics.rejected_items.labels(endpoint, account).inc(len(outcome.rejected))
+        if outcome.skipped:
+            metrics.unsubscribes_skipped.labels(account).inc(len(outcome.skipped))
         request_seconds = metrics.request_seconds.labels(endpoint)
         for seconds in outcome.request_seconds:
             request_seconds.observe(seconds)

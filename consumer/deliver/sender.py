@@ -17,6 +17,9 @@ either accepted by Klaviyo or refused by it as bad data:
 - A refused entry with folded twins (repeats with other bytes, see :mod:`consumer.batch`) has
   its twin sent next, on its own: a message is refused only for its own item.
 - 401/403 and requests refused as a whole propagate: the process stops.
+- A list-only Unsubscribe batch (rule ``unsubscribe_scope: list``) first asks Klaviyo which
+  of its people are in the list (:mod:`consumer.deliver.membership`); the others are finished
+  unsent (``BatchOutcome.skipped``), since Klaviyo would unsubscribe them from every list.
 - Before each attempt, entries of revoked or lost partitions are left out; a batch with none
   left, a cancelled batch or a stop of the whole sender ends with :class:`DeliveryAborted`,
   and nothing of that batch is reported finished.
@@ -45,9 +48,10 @@ from consumer.errors import (
 )
 from consumer.redact import mask
 
-from . import categories
+from . import categories, membership
 from .categories import Categories
 from .client import Answer, KlaviyoClient
+from .membership import Membership
 from .ratelimit import LimiterStopped, RateLimiter, wait_any
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,8 @@ class BatchOutcome:
     accepted_at: float = 0.0
     # Accepted requests whose job says later which items failed (consumer.deliver.jobs).
     jobs: list[SubmittedJob] = field(default_factory=list)
+    # List-only unsubscribes of people not in the list: finished, nothing sent.
+    skipped: list[BatchEntry] = field(default_factory=list)
 
 
 class Backoff:
@@ -135,6 +141,7 @@ class Sender:
         self._limiters_lock = threading.Lock()
         self._outages = Outages()
         self.categories = Categories(self._call_categories)
+        self.membership = Membership(self._call_membership)
 
     def limiter(self, account: str, endpoint: Endpoint) -> RateLimiter:
         """The shared limiter of one account's endpoint."""
@@ -237,6 +244,17 @@ class Sender:
         )
         return self.call(account, Endpoint.CATALOG_CREATE, limiter, request, cancelled)
 
+    def _call_membership(
+        self,
+        account: str,
+        request: Callable[[KlaviyoClient], Answer],
+        cancelled: threading.Event,
+    ) -> Answer:
+        limiter = self.limiter_for(
+            (account, membership.PATH), membership.BURST_PER_SECOND, membership.STEADY_PER_MINUTE
+        )
+        return self.call(account, Endpoint.UNSUBSCRIBE, limiter, request, cancelled)
+
     def paced(self, account: str, endpoint: Endpoint) -> bool:
         """Whether a partly filled request to ``endpoint`` may go now (see
         :meth:`RateLimiter.paced`)."""
@@ -252,6 +270,10 @@ class Sender:
         if not live:
             raise DeliveryAborted  # nothing of it is ours any more
         live = self._with_categories(batch, live, outcome, cancelled)
+        if batch.list_only and batch.group is not None and live:
+            live, outcome.skipped = self.membership.split(
+                batch.account, batch.group, live, cancelled
+            )
         work: list[list[BatchEntry]] = [live] if live else []
         # Entries refused alone with an error that names no item, and that error's identity.
         pointerless: list[tuple[BatchEntry, RejectedItemError, str]] = []

@@ -113,10 +113,12 @@ LOCATION_TEXT_KEYS = frozenset(
 )
 LOCATION_KEYS = LOCATION_TEXT_KEYS | {"latitude", "longitude"}
 SUBSCRIPTION_KEYS = frozenset(
-    {"action", "channel", "list_id", "email", "phone_number", "consented_at"}
+    {"action", "channel", "list_id", "email", "phone_number", "consented_at", "unsubscribe_scope"}
 )
 SUBSCRIPTION_ACTIONS = {"subscribe": "SUBSCRIBE", "unsubscribe": "UNSUBSCRIBE"}
 SUBSCRIPTION_CHANNELS = frozenset({"email", "sms"})
+# Fixed words, not expressions: which unsubscribes are sent is a rule's choice, not a record's.
+UNSUBSCRIBE_SCOPES = ("global", "list")
 CATALOG_REQUIRED = ("title", "description", "url")
 CATALOG_TEXT = frozenset({"title", "description", "url", "image_full_url", "image_thumbnail_url"})
 CATALOG_KEYS = frozenset(
@@ -935,6 +937,14 @@ class _Checker:
                 accept={"timestamp", "string"},
                 wording="a timestamp (or ISO 8601 text)",
             )
+        scope_word = body.get("unsubscribe_scope", "global")
+        if scope_word not in UNSUBSCRIBE_SCOPES:
+            self.problem(
+                body.line_of("unsubscribe_scope"),
+                "subscription.unsubscribe_scope",
+                f"must be one of {', '.join(UNSUBSCRIBE_SCOPES)} (a word, not an expression),"
+                f" not {scope_word!r}",
+            )
         if action is not None:
             self.check_symbols(action, SUBSCRIPTION_ACTIONS.keys(), "subscription.action")
         if channel is not None:
@@ -953,7 +963,9 @@ class _Checker:
                 )
         if action is None or channel is None or list_id is None or self.failed:
             return None
-        return SubscriptionOutput(action, channel, list_id, email, phone, consented_at)
+        return SubscriptionOutput(
+            action, channel, list_id, email, phone, consented_at, str(scope_word)
+        )
 
     def check_symbols(self, typed: Typed, allowed: Any, where: str) -> set[str]:
         """The values ``typed`` can take (lower case), checked against ``allowed``."""

@@ -764,7 +764,7 @@ class Compiler:
         }
         fb.emit(
             f"out.append(_subscription({action}, {channel}, {list_id}, {email}, _phone, _perr,"
-            f" {consented}, {self.const(wheres)}))"
+            f" {consented}, {self.const(wheres)}, {output.unsubscribe_scope == 'list'!r}))"
         )
 
     def catalog_item(self, output: CatalogItemOutput, sc: _Scope, fb: _Fn) -> None:

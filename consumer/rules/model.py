@@ -110,6 +110,9 @@ class SubscriptionOutput:
     email: Typed | None
     phone_number: Typed | None
     consented_at: Typed | None
+    # global: Klaviyo's own Unsubscribe (a person not in the list is unsubscribed from every
+    # list); list: only the list's members are unsubscribed (RULES.md U1).
+    unsubscribe_scope: str = "global"
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,8 +129,12 @@ def subscription(
     phone_error: TranslationError | None,
     consented_at: Any,
     where: Mapping[str, Where],
+    list_only: bool = False,
 ) -> Operation:
-    """One Subscribe or Unsubscribe item, grouped by list; the channel's identifier is required."""
+    """One Subscribe or Unsubscribe item, grouped by list; the channel's identifier is required.
+
+    ``list_only`` (rule ``unsubscribe_scope: list``) marks an unsubscribe to be sent only if
+    the person is a member of the list (:mod:`consumer.deliver.membership`)."""
     kind = action.lower() if isinstance(action, str) else None
     if kind not in ("subscribe", "unsubscribe"):
         raise where["action"].error("action must be SUBSCRIBE or UNSUBSCRIBE")
@@ -164,7 +168,13 @@ def subscription(
         endpoint = Endpoint.UNSUBSCRIBE
     attributes["subscriptions"] = {medium: {"marketing": consent}}
     key = identity(attributes)
-    return Operation(endpoint, {"attributes": attributes}, (list_id, medium, key), list_id)
+    return Operation(
+        endpoint,
+        {"attributes": attributes},
+        (list_id, medium, key),
+        list_id,
+        list_only=list_only and endpoint is Endpoint.UNSUBSCRIBE,
+    )
 
 
 def catalog_item(

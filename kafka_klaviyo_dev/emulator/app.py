@@ -36,6 +36,7 @@ import orjson
 from consumer.errors import ConfigError
 from kafka_klaviyo_dev.emulator import endpoints as ep
 from kafka_klaviyo_dev.emulator import jobs as jb
+from kafka_klaviyo_dev.emulator import lists
 from kafka_klaviyo_dev.emulator.catalog import OPERATIONS as CATALOG_OPERATIONS
 from kafka_klaviyo_dev.emulator.catalog import CatalogIndex, resource_id
 from kafka_klaviyo_dev.emulator.config import (
@@ -599,6 +600,8 @@ class EmulatorApp:
             resources = [self.jobs.resource(j, base) for j in found]
             sized = route.endpoint == "profile_import"
             return _paged(resources, request, url, query, default=20 if sized else 100, sized=sized)
+        if route.name == "list_profiles":
+            return _list_profiles(self.state.consent(account), ident, request, url, query)
         if route.name == "category_list":
             entries = [e for e in self.state.categories(account) if e["exists"]]
             resources = [category_resource(e, base) for e in entries]
@@ -790,6 +793,33 @@ def _paged(
         return single_error(400, str(exc), parameter="page[cursor]")
     chunk, links = jb.page(entries, offset, size, url, query)
     return json_response(200, {"data": list(chunk), "links": links}, JSON_API)
+
+
+def _list_profiles(
+    consent: list[dict[str, Any]],
+    list_id: str,
+    request: Request,
+    url: str,
+    query: Mapping[str, str],
+) -> Response:
+    """Get Profiles for List: the members ``filter`` names, a page of ``page[size]`` (20)."""
+    raw = request.param("page[size]")
+    if raw is not None and (not raw.isdigit() or not 1 <= int(raw) <= 100):
+        return single_error(
+            400, "page[size] must be an integer from 1 to 100.", parameter="page[size]"
+        )
+    try:
+        wanted = lists.parse_filter(request.param("filter"))
+    except lists.FilterError as exc:
+        return single_error(400, str(exc), parameter="filter")
+    resources = lists.members(consent, list_id, wanted)
+    try:
+        body = lists.document(
+            resources, url, query, int(raw or 20), request.param("page[cursor]")
+        )
+    except jb.CursorError as exc:
+        return single_error(400, str(exc), parameter="page[cursor]")
+    return json_response(200, body, JSON_API)
 
 
 def _is_test_domain(record: Mapping[str, Any]) -> bool:

@@ -92,6 +92,9 @@ class ConsentState:
     ``consent`` is ``SUBSCRIBED`` or ``UNSUBSCRIBED``: the last accepted Subscribe or
     Unsubscribe item for (account, list, channel, person). ``history`` lists every accepted
     item for that key, oldest first (``endpoint``, ``seq``, ``consent``).
+    ``globally_unsubscribed``: the last change was an Unsubscribe, on this list or another,
+    of the person while they were not in that list, which Klaviyo applies to every list
+    (RULES.md U1; those history steps carry ``global``).
     """
 
     account: str
@@ -102,6 +105,7 @@ class ConsentState:
     types: tuple[str, ...]
     seq: int
     history: tuple[Mapping[str, Any], ...]
+    globally_unsubscribed: bool = False
 
     @property
     def subscribed(self) -> bool:
@@ -120,6 +124,7 @@ class ConsentState:
             types=tuple(doc.get("types") or ()),
             seq=int(doc.get("seq") or 0),
             history=tuple(doc.get("history") or ()),
+            globally_unsubscribed=bool(doc.get("globally_unsubscribed")),
         )
 
 

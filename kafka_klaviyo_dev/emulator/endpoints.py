@@ -476,6 +476,8 @@ def _routes() -> tuple[Route, ...]:
             _BULK_SMALL,
             "profile_import",
         ),
+        # Get Profiles for List: a list's members from the consent state (emulator.lists).
+        Route("list_profiles", "GET", "/api/lists/{id}/profiles", _BULK_LARGE, "unsubscribe"),
         Route("category_list", "GET", "/api/catalog-categories", _READ_LARGE, "category_create"),
         Route(
             "category_get", "GET", "/api/catalog-categories/{id}", _READ_LARGE, "category_create"

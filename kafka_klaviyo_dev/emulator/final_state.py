@@ -9,7 +9,11 @@ consent
     Unsubscribe Profiles (``UNSUBSCRIBED``) jobs; the last accepted item wins. The person is
     the item's ``email`` (lower-cased: Klaviyo matches addresses case-insensitively) for the
     email channel and its ``phone_number`` for sms and whatsapp. An item changes only the
-    channels under its ``subscriptions``.
+    channels under its ``subscriptions``. An Unsubscribe of a person who is not in its list
+    (their consent on that list and channel is not ``SUBSCRIBED`` at that point) is global, as
+    Klaviyo documents (RULES.md U1): their consent on that channel becomes ``UNSUBSCRIBED`` on
+    every list of the account, each such step marked ``global`` in the history, and the
+    entries it reached carry ``globally_unsubscribed`` true until a later Subscribe.
 catalog items
     per (account, item id), from catalog item bulk create, update and delete jobs. A create
     names its item by ``integration_type:::catalog_type:::external_id``; update and delete by
@@ -117,11 +121,38 @@ def consent(records: Iterable[Tagged]) -> list[dict[str, Any]]:
                     "history": [],
                 },
             )
+            member = entry.get("consent") == "SUBSCRIBED"
             entry["consent"] = value
             entry["types"] = sorted(kinds) if isinstance(kinds, dict) else []
             entry["seq"] = record.get("seq")
-            entry["history"].append(_step(endpoint, record) | {"consent": value})
+            entry["updated_at"] = record.get("received_at")
+            step = _step(endpoint, record) | {"consent": value}
+            if endpoint == "unsubscribe" and not member:
+                _unsubscribe_everywhere(state, key, step, record.get("received_at"))
+            else:
+                entry["globally_unsubscribed"] = False
+                entry["history"].append(step)
     return list(state.values())
+
+
+def _unsubscribe_everywhere(
+    state: dict[tuple[Any, ...], dict[str, Any]],
+    key: tuple[Any, ...],
+    step: dict[str, Any],
+    updated_at: Any,
+) -> None:
+    """An unsubscribe of a non-member of list ``key[1]``: the person's consent on that channel
+    ends on every list of the account (RULES.md U1)."""
+    account, list_id, channel, person = key
+    for other, entry in state.items():
+        if other[0] != account or other[2] != channel or other[3] != person:
+            continue
+        if other != key:
+            entry["consent"] = "UNSUBSCRIBED"
+            entry["seq"] = step["seq"]
+            entry["updated_at"] = updated_at
+        entry["globally_unsubscribed"] = True
+        entry["history"].append(step | {"global": True, "via_list": list_id})
 
 
 def catalog_item_id(record: Mapping[str, Any]) -> str | None:
