@@ -7,8 +7,9 @@
 poll-loop thread. Closed batches go to the delivery scheduler (:mod:`consumer.deliver`), which
 runs them on per-account threads. :meth:`Pipeline.tick`, called on every loop turn, sends
 batches whose linger passed, applies finished deliveries to the tickets of their messages,
-serves dead-letter confirmations, retries decoding parked by a Schema Registry outage, and
-lets the committer commit the finished prefix of each partition.
+dead-letters the items Klaviyo's asynchronous jobs failed (:mod:`consumer.deliver.jobs`, after
+their messages were committed), serves dead-letter confirmations, retries decoding parked by a
+Schema Registry outage, and lets the committer commit the finished prefix of each partition.
 
 Error routes (as in arroyo): a :class:`~consumer.errors.MessageError` is bad data and goes to
 the dead-letter topic; an outage is retried (Klaviyo's inside the sender, the Schema Registry's
