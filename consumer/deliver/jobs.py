@@ -123,7 +123,8 @@ class JobTracker:
         of them (and any fallback or resubmitted job) have an outcome."""
         items = sum(len(job.entries) for job in jobs)
         owner = _Batch(JobsDone(batch), len(jobs))
-        now = self._clock()
+        # The first poll waits too: a job just accepted is still queued.
+        now = self._clock() + self._settings.poll_initial_s
         with self._lock:
             self._pending_items += items
             self._open_jobs += len(jobs)
@@ -306,7 +307,8 @@ class JobTracker:
             job.owner.open_jobs += 1
             self._open_jobs += 1
             self._pending_items += len(submitted.entries)
-            follow = _Job(job.owner, job.account, submitted, self._clock(), resubmits=resubmits)
+            due = self._clock() + self._settings.poll_initial_s
+            follow = _Job(job.owner, job.account, submitted, due, resubmits=resubmits)
             self._push(follow)
 
     def _submit(
