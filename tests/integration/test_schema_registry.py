@@ -52,6 +52,7 @@ from tests.support import (
     Stack,
     alive,
     log_messages,
+    wait_for,
     wait_for_commits,
     wait_until_alive,
 )
@@ -128,9 +129,18 @@ def assert_delivered_once(stack: Stack, records: list[KeyedRecord]) -> None:
     """Klaviyo accepted exactly what the records should become, no event twice, and the
     dead-letter topic is empty."""
     pairs = [(name, record) for _key, name, record in records]
+    expected = dict(expected_accepted(pairs))
+
+    def accepted() -> dict[str, int]:
+        return {name: n for name, n in stack.klaviyo.client.stats().accepted.items() if n}
+
+    # Messages are committed at Klaviyo's 202; a new catalog item is stored later, by the
+    # create that follows its update's job: wait for what Klaviyo holds, then compare.
+    try:
+        wait_for(lambda: accepted() == expected, 60, "what Klaviyo holds")
+    except AssertionError:
+        assert accepted() == expected
     stats = stack.klaviyo.client.stats()
-    accepted = {name: n for name, n in stats.accepted.items() if n}
-    assert accepted == dict(expected_accepted(pairs))
     events = [(e.metric, e.unique_id) for e in stack.klaviyo.client.events()]
     assert Counter(metric for metric, _ in events) == expected_metrics(pairs)
     assert len(set(events)) == len(events), "an event was accepted twice"
